@@ -1,0 +1,221 @@
+"""The `astrotransfer` command line.
+
+Errors a user can fix (`UserError`, usage errors) print one line on stderr and exit
+non-zero; any other exception does too, unless `--debug` asks for the traceback.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import UserError
+from .registry import get_registry
+
+console = Console()
+err_console = Console(stderr=True)
+app = typer.Typer(help="Transfer deep classifiers between astronomical surveys.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+plugins_app = typer.Typer(help="Inspect installed plugins.", no_args_is_help=True)
+store_app = typer.Typer(help="Inspect and verify cutout stores.", no_args_is_help=True)
+app.add_typer(plugins_app, name="plugins")
+app.add_typer(store_app, name="store")
+
+RunArg = Annotated[Path, typer.Argument(help="run directory written by `train`")]
+DataOpt = Annotated[Path, typer.Option("--data", help="cutout store to apply the run to")]
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", help="print the version")] = False):
+    if version:
+        console.print(f"astrotransfer {__version__}")
+        raise typer.Exit()
+
+
+@plugins_app.command("list")
+def plugins_list(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False):
+    """Every registered survey, backbone provider, adapter and trainer."""
+    reg = get_registry()
+    entries = reg.all()
+    if as_json:
+        print(json.dumps([e.as_dict() for e in entries], indent=2))
+        return
+    table = Table("kind", "name", "distribution", "version", "description")
+    for e in entries:
+        table.add_row(e.kind, e.name, e.dist, e.version, getattr(e.obj, "description", ""))
+    console.print(table)
+
+
+@store_app.command("check")
+def store_check(store: Annotated[Path, typer.Argument(help="the store to verify")]):
+    """Verify a store's integrity; exits non-zero with the reason if it is broken."""
+    from .store import check_store
+
+    report = check_store(store)
+    console.print(f"[green]ok[/] {report['path']}: {report['n']} objects "
+                  f"({report['unique_ids']} unique ids, {report['labelled']} labelled), "
+                  f"splits {report['splits']}, bands {','.join(report['bands'])}, "
+                  f"shape {report['image_shape']}, skipped {report['n_skipped']}")
+
+
+@app.command()
+def train(
+    source: Annotated[Path, typer.Option("--source", help="labelled source store")],
+    out: Annotated[Path, typer.Option("--out", help="run directory to create")],
+    target: Annotated[Optional[Path], typer.Option("--target", help="unlabelled target store")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="timm model name [tf_efficientnet_lite0]")] = None,
+    pretrained: Annotated[Optional[str], typer.Option(help="auto | none | PATH | hf-hub:REPO [auto]")] = None,
+    adapt: Annotated[Optional[str], typer.Option(help="adaptation method [finetune]")] = None,
+    fisher: Annotated[Optional[float], typer.Option(help="weight of the Fisher loss add-on")] = None,
+    entropy: Annotated[Optional[float], typer.Option(help="weight of target entropy minimisation")] = None,
+    target_labels: Annotated[Optional[int], typer.Option(help="labelled target objects (few-shot)")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="epochs [5]")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="input size in px [store's]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="batch size [32]")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="learning rate [1e-3]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="random seed [0]")] = None,
+    trainer: Annotated[Optional[str], typer.Option(help="training loop plugin [standard]")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda [auto]")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file of these options")] = None,
+    resume: Annotated[bool, typer.Option(help="continue a killed run in --out")] = False,
+):
+    """Train (fine-tune or adapt) a classifier from a source store."""
+    from .config import load_config
+    from .engine.train import train as run_train
+
+    overrides = dict(source=str(source), target=str(target) if target else None, out=str(out),
+                     backbone=backbone, pretrained=pretrained, adapt=adapt, fisher=fisher,
+                     entropy=entropy, target_labels=target_labels, epochs=epochs,
+                     image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
+                     trainer=trainer, device=device)
+    if resume and config is None and (out / "config.yaml").exists():
+        config = out / "config.yaml"
+    run = run_train(load_config(config, overrides), resume=resume)
+    epochs_done = run.epochs()
+    best = min(epochs_done, key=lambda r: r["val_loss"]) if epochs_done else {}
+    console.print(f"[green]trained[/] {run.path}: {len(epochs_done)} epochs, best val acc "
+                  f"{best.get('val_acc', float('nan')):.3f} at epoch {best.get('epoch', '-')}")
+
+
+@app.command()
+def evaluate(run: RunArg, data: DataOpt,
+             split: Annotated[str, typer.Option(help="test | val | train | all")] = "test"):
+    """Measure a run on a store; writes metrics.json and a report into the run directory."""
+    from .engine.evaluate import evaluate_run
+    from .engine.report import rich_table
+
+    metrics = evaluate_run(run, data, split)
+    console.print(rich_table(metrics))
+    console.print(f"metrics and report in {metrics['report_dir']}")
+
+
+@app.command()
+def predict(run: RunArg, data: DataOpt,
+            out: Annotated[Path, typer.Option("--out", help="catalog: .fits, .parquet or .csv")],
+            split: Annotated[str, typer.Option(help="test | val | train | all")] = "all",
+            batch_size: Annotated[int, typer.Option(help="objects per chunk")] = 256,
+            embedding: Annotated[bool, typer.Option(help="add emb_* feature columns")] = False,
+            overwrite: Annotated[bool, typer.Option(help="replace an existing catalog")] = False):
+    """Write a catalog of class probabilities for every object of a store (resumable)."""
+    from .engine.predict import predict_catalog
+
+    res = predict_catalog(run, data, out, split, batch_size, overwrite, embedding)
+    console.print(f"[green]wrote[/] {res['catalog']}: {res['n']} rows"
+                  + (f" (resumed after {res['resumed_chunks']} chunks)" if res["resumed_chunks"] else ""))
+
+
+@app.command()
+def embed(run: RunArg, data: DataOpt,
+          split: Annotated[str, typer.Option(help="test | val | train | all")] = "all"):
+    """Write penultimate-layer features of a run into the store (runs/<run_id>/embeddings)."""
+    from .engine.predict import embed_store
+
+    res = embed_store(run, data, split)
+    console.print(f"[green]embedded[/] {res['n']} objects ({res['dim']}-d) into "
+                  f"{data}/runs/{res['run_id']}/embeddings")
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("demo_out"),
+         n: Annotated[int, typer.Option(help="objects per simulated survey")] = 1500,
+         epochs: Annotated[int, typer.Option(help="fine-tuning epochs")] = 4):
+    """The main job: transfer a classifier from simulated SDSS to simulated DES."""
+    from .demo import run_demo
+
+    run_demo(out, n=n, epochs=epochs, console=console)
+
+
+def _attach_plugins() -> None:
+    from .cli_ingest import build_ingest_app
+
+    reg = get_registry()
+    app.add_typer(build_ingest_app([e.obj for e in reg.all("survey")], err_console), name="ingest")
+    for impl in reversed(reg.pm.hook.register_commands.get_hookimpls()):
+        try:
+            impl.function(app=app)
+        except Exception as exc:  # a broken plugin must not take the CLI down
+            reg.errors.append((impl.plugin_name, f"register_commands raised {exc!r}"))
+    for plugin, message in reg.errors:
+        err_console.print(f"[yellow]warning:[/] plugin {plugin}: {message}", highlight=False)
+
+
+def _precheck(argv: list[str]) -> None:
+    """Name the known surveys when an unknown one is asked for (click's message does not)."""
+    if len(argv) >= 2 and argv[0] == "ingest" and not argv[1].startswith("-"):
+        get_registry().get("survey", argv[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    logging.basicConfig(level=logging.INFO, format="%(message)s",
+                        handlers=[logging.StreamHandler(sys.stderr)])
+    try:
+        _attach_plugins()
+        _precheck(argv)
+        app(args=argv, prog_name="astrotransfer", standalone_mode=False)
+        return 0
+    except (typer.Exit, click.exceptions.Exit) as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err_console.print("error: aborted")
+        return 130
+    except click.ClickException as exc:
+        if debug:
+            raise
+        hint = f" (see `astrotransfer {' '.join(a for a in argv[:2] if not a.startswith('-'))} --help`)"
+        err_console.print(f"error: {exc.format_message()}{hint}", highlight=False, soft_wrap=True)
+        return 2
+    except UserError as exc:
+        if debug:
+            raise
+        err_console.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
+        return 1
+    except KeyboardInterrupt:
+        err_console.print("error: interrupted; run the same command again to resume")
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        err_console.print(f"error: {type(exc).__name__}: {exc} (run with --debug for the "
+                          f"traceback)".replace("\n", " "), highlight=False, soft_wrap=True,
+                          markup=False)
+        return 1
+
+
+def entry() -> None:
+    """Console-script entry point: the exit code of `main` becomes the process's."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,1 @@
+"""The training engine: datasets from stores, models, training, evaluation, prediction."""

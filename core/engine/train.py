@@ -1,0 +1,182 @@
+"""Turn a TrainConfig into a run: open stores, build the model and adapter, call the trainer.
+
+The loop itself lives in a trainer plugin (`register_trainers`), so a distributed or
+otherwise special loop can replace it without touching data or model set-up.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..config import TrainConfig
+from ..errors import UserError
+from ..registry import get_registry
+from ..store import CutoutStore, locked
+from .data import band_mapping, build_augment, labelled, load_tensors
+from .models import build_model
+from .runs import RunDir, load_checkpoint
+
+log = logging.getLogger("astrotransfer")
+
+
+@dataclass
+class TrainContext:
+    """Everything a trainer needs; built once here so trainers stay small."""
+
+    cfg: TrainConfig
+    run: RunDir
+    model: nn.Module
+    adapter: Any
+    adapter_module: nn.Module | None
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_target: torch.Tensor | None
+    class_names: list[str]
+    augment: Any
+    device: torch.device
+    resume_state: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asked for a GPU but none is available; use --device cpu")
+    return torch.device(name)
+
+
+def make_adapter(cfg: TrainConfig):
+    """The adapter named by --adapt, with the Fisher/entropy add-ons folded in."""
+    reg = get_registry()
+    base = reg.get("adapter", cfg.adapt)
+    if cfg.adapt_weight != 1.0 and hasattr(base, "weight"):
+        base = type(base)(weight=cfg.adapt_weight)
+    if cfg.fisher or cfg.entropy:
+        from astrotransfer.plugins.adapters import compose
+        return compose(base, fisher=cfg.fisher, entropy=cfg.entropy)
+    return base
+
+
+def _target_indices(store: CutoutStore, n_labels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unlabelled-use rows (train split) and, for few-shot, N labelled ones drawn from them."""
+    train = store.indices("train")
+    if not n_labels:
+        return train, np.array([], dtype=int)
+    pool = labelled(train, store.column("label"))
+    if len(pool) < n_labels:
+        raise UserError(f"--target-labels {n_labels} asks for more labelled objects than the "
+                        f"target's train split has ({len(pool)})")
+    chosen = np.sort(np.random.default_rng(seed).choice(pool, n_labels, replace=False))
+    return np.setdiff1d(train, chosen), chosen
+
+
+def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
+    reg = get_registry()
+    trainer_name = cfg.trainer
+    reg.get("trainer", trainer_name)  # fail fast on unknown names, before any work
+    adapter = make_adapter(cfg)
+    source = CutoutStore.open(cfg.source)
+    class_names = source.class_names
+    if len(class_names) < 2:
+        raise UserError(f"source store {cfg.source} has {len(class_names)} class(es); training "
+                        f"needs a labelled source with at least 2 classes")
+    labels = source.column("label")
+    tr, va = labelled(source.indices("train"), labels), labelled(source.indices("val"), labels)
+    if len(tr) == 0:
+        raise UserError(f"source store {cfg.source} has no labelled objects in its train split")
+    if len(va) == 0:  # tiny stores: hold out a slice of train rather than fail
+        cut = max(1, len(tr) // 10)
+        tr, va = tr[cut:], tr[:cut]
+    bands = source.bands
+    target = CutoutStore.open(cfg.target) if cfg.target else None
+    if adapter.needs_target and target is None:
+        raise UserError(f"adapter '{cfg.adapt}' needs an unlabelled target store; pass --target")
+    tmap = band_mapping(bands, target) if target is not None else None
+    if target is not None and target.class_names and target.class_names != class_names:
+        log.warning("target classes %s differ from source classes %s; labels compared by index",
+                    target.class_names, class_names)
+    image_size = cfg.image_size or source.image_shape[-1]
+    cfg.image_size = image_size
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model, provenance = build_model(cfg.backbone, in_chans=len(bands), num_classes=len(class_names),
+                                    pretrained=cfg.pretrained, drop_rate=cfg.drop_rate)
+    x_tr, y_tr = load_tensors(source, tr, list(range(len(bands))), image_size)
+    x_va, y_va = load_tensors(source, va, list(range(len(bands))), image_size)
+    x_t = None
+    if target is not None:
+        t_unl, t_lab = _target_indices(target, cfg.target_labels, cfg.seed)
+        if adapter.needs_target:
+            x_t, _ = load_tensors(target, t_unl, tmap, image_size)
+        if len(t_lab):
+            xl, yl = load_tensors(target, t_lab, tmap, image_size)
+            x_tr, y_tr = torch.cat([x_tr, xl]), torch.cat([y_tr, yl])
+    run = RunDir(Path(cfg.out))
+    resume_state = _open_run_dir(run, cfg, resume)
+    if resume_state is None:
+        run.write_config(cfg.to_dict())
+        run.write_info({
+            "run_id": f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}",
+            "backbone": cfg.backbone, "in_chans": len(bands), "num_classes": len(class_names),
+            "class_names": class_names, "bands": bands, "image_size": image_size,
+            "drop_rate": cfg.drop_rate, "pretrained": provenance,
+            "normalization": source.attrs.get("normalization"),
+            "source": {"path": str(Path(cfg.source).resolve()), "survey": source.attrs["survey"]},
+            "target": ({"path": str(Path(cfg.target).resolve()), "survey": target.attrs["survey"]}
+                       if target is not None else None),
+            "toolkit_version": __version__,
+        })
+    log.info("weights: %s", provenance)
+    module = adapter.build(_feature_dim(model), len(class_names))
+    return TrainContext(cfg, run, model, adapter, module, x_tr, y_tr, x_va, y_va, x_t,
+                        class_names, build_augment(cfg.augment), device, resume_state,
+                        {"provenance": provenance, "n_train": len(y_tr), "n_val": len(y_va)})
+
+
+def _feature_dim(model: nn.Module) -> int:
+    from .models import feature_dim
+    return feature_dim(model)
+
+
+def _open_run_dir(run: RunDir, cfg: TrainConfig, resume: bool) -> dict | None:
+    if resume:
+        if not run.last.exists():
+            raise UserError(f"cannot resume {run.path}: it has no last.pt checkpoint "
+                            f"(it never finished an epoch); start it again without --resume")
+        return load_checkpoint(run.last)
+    if run.path.exists() and any(run.path.iterdir()):
+        raise UserError(f"run directory {run.path} already exists and is not empty; "
+                        f"choose another --out, or pass --resume to continue it")
+    run.path.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
+    out = Path(cfg.out)
+    if not resume and out.exists() and any(out.iterdir()):
+        raise UserError(f"run directory {out} already exists and is not empty; "
+                        f"choose another --out, or pass --resume to continue it")
+    fresh = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with locked(out, "run directory"):
+            ctx = prepare(cfg, resume)
+            get_registry().get("trainer", cfg.trainer).fit(ctx)
+    except UserError:
+        if fresh and not (out / "last.pt").exists():
+            shutil.rmtree(out, ignore_errors=True)  # no half-made run from bad input
+        raise
+    return ctx.run

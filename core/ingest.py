@@ -1,0 +1,199 @@
+"""The ingest loop: survey adapter → cutout store, resumable and all-or-nothing.
+
+The store is built at `<out>.partial` and renamed to `<out>` only once complete, so a
+reader never sees a half-written store under the final name. A killed ingest leaves the
+`.partial` store; the same command run again skips the object ids already committed or
+skipped there and carries on, so nothing is duplicated or lost.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import SkipObject, UserError
+from .progress import progress_bar
+from .store import SPLITS, CutoutStore, locked
+from .survey import Candidate, IngestSource
+
+
+@dataclass
+class IngestSummary:
+    out: Path
+    n_ingested: int
+    n_skipped: int
+    n_resumed: int
+    skip_reasons: dict[str, int]
+    seconds: float
+
+
+def parse_split_fractions(text: str) -> tuple[float, float, float]:
+    try:
+        parts = [float(x) for x in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != 3 or min(parts) < 0 or abs(sum(parts) - 1) > 1e-6:
+        raise UserError(f"--split-fractions '{text}' must be three non-negative numbers "
+                        f"summing to 1, e.g. 0.8,0.1,0.1")
+    return tuple(parts)  # type: ignore[return-value]
+
+
+def assign_split(object_id: str, seed: int, fractions: tuple[float, float, float]) -> str:
+    """A split that depends only on the id and seed, so resumed and re-run ingests agree."""
+    digest = hashlib.blake2b(f"{seed}:{object_id}".encode(), digest_size=8).digest()
+    u = int.from_bytes(digest, "little") / 2**64
+    edges = np.cumsum(fractions)
+    return SPLITS[min(int(np.searchsorted(edges, u, side="right")), 2)]
+
+
+def _reason_key(reason: str) -> str:
+    """Group skip reasons for the summary: 'missing file: x.jpeg' → 'missing file'."""
+    return reason.split(":", 1)[0].strip()
+
+
+def _store_attrs(source: IngestSource, fractions, split_seed: int) -> dict:
+    return {
+        "survey": source.survey,
+        "bands": list(source.bands),
+        "pixel_scale": float(source.pixel_scale),
+        "psf_fwhm": {b: float(v) for b, v in source.psf_fwhm.items()},
+        "class_names": list(source.class_names),
+        "normalization": source.normalization,
+        "split_fractions": list(fractions),
+        "split_seed": split_seed,
+        "provenance": {
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "toolkit_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+        **source.extra_attrs,
+    }
+
+
+def _dedupe(candidates: list[Candidate]) -> tuple[list[Candidate], list[tuple[str, str]]]:
+    seen: set[str] = set()
+    keep, dupes = [], []
+    for c in candidates:
+        if c.object_id in seen:
+            dupes.append((c.object_id, "duplicate id in catalog: kept the first row"))
+        else:
+            seen.add(c.object_id)
+            keep.append(c)
+    return keep, dupes
+
+
+def run_ingest(source: IngestSource, out: Path, *, split_fractions=(0.8, 0.1, 0.1),
+               split_seed: int = 0, batch_size: int = 256, strict: bool = False,
+               overwrite: bool = False, dtype: str = "float32") -> IngestSummary:
+    t0 = time.perf_counter()
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    if out.exists():
+        if not overwrite:
+            raise UserError(f"store {out} already exists; pass --overwrite to replace it "
+                            f"or choose another --out")
+    if not out.parent.exists():
+        raise UserError(f"output folder {out.parent} does not exist; create it first")
+    if not os.access(out.parent, os.W_OK):
+        raise UserError(f"output folder {out.parent} is not writable; choose another --out")
+    candidates, dupes = _dedupe(source.candidates())
+    if not candidates:
+        raise UserError(f"the {source.survey} input lists no usable objects; "
+                        f"check the catalog and its id/label columns")
+    try:
+        partial.mkdir()
+        created = True
+    except FileExistsError:  # a killed run to resume, or another ingest holding the lock
+        created = False
+    try:
+        with locked(partial, "store"):
+            summary = _ingest_locked(source, partial, candidates, dupes, created,
+                                     split_fractions, split_seed, batch_size, strict, dtype)
+            if overwrite and out.exists():
+                shutil.rmtree(out)
+            os.replace(partial, out)
+    except BaseException:
+        if created and isinstance(sys.exc_info()[1], (UserError, SkipObject, ValueError, OSError)):
+            shutil.rmtree(partial, ignore_errors=True)  # nothing half-written from a failed start
+        raise
+    summary.out = out
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _ingest_locked(source, partial, candidates, dupes, created, fractions, split_seed,
+                   batch_size, strict, dtype) -> IngestSummary:
+    shape = (len(source.bands), source.image_size, source.image_size)
+    if created or not (partial / "zarr.json").exists():
+        store = CutoutStore.create(partial, _store_attrs(source, fractions, split_seed), shape, dtype)
+    else:
+        store = CutoutStore.open(partial, mode="r+")
+        if store.image_shape != shape or store.bands != list(source.bands):
+            raise UserError(f"{partial} was started with other settings (shape "
+                            f"{store.image_shape}, bands {store.bands}); delete it or use the "
+                            f"original command")
+    already_skipped = store.skipped()
+    done = set(map(str, store.column("object_id"))) | {i for i, _ in already_skipped}
+    n_resumed = len(done)
+    todo = [c for c in candidates if c.object_id not in done]
+    # duplicate-id records go in last: written earlier, their id would mark the kept row done
+    pending_dupes = [d for d in dupes if d not in set(already_skipped)]
+    reasons: dict[str, int] = {}
+    for _, r in already_skipped:
+        reasons[_reason_key(r)] = reasons.get(_reason_key(r), 0) + 1
+    with progress_bar(f"ingest {source.survey}", total=len(candidates)) as advance:
+        advance(n_resumed)
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            rows = {k: [] for k in ("images", "object_id", "ra", "dec", "label", "split", "flags")}
+            skips: list[tuple[str, str]] = []
+            for cand in batch:
+                try:
+                    image, flags = _load(source, cand, shape)
+                except SkipObject as exc:
+                    if strict:
+                        raise UserError(f"object {cand.object_id}: {exc} (--strict turns skips "
+                                        f"into errors; drop --strict to skip such objects)") from None
+                    skips.append((cand.object_id, str(exc)))
+                    reasons[_reason_key(str(exc))] = reasons.get(_reason_key(str(exc)), 0) + 1
+                    continue
+                rows["images"].append(image)
+                rows["object_id"].append(cand.object_id)
+                rows["ra"].append(cand.ra)
+                rows["dec"].append(cand.dec)
+                rows["label"].append(cand.label)
+                rows["split"].append(assign_split(cand.object_id, split_seed, fractions))
+                rows["flags"].append(flags)
+            arrays = {k: np.asarray(v) for k, v in rows.items()} if rows["object_id"] else {}
+            store.commit(arrays, skips)
+            advance(len(batch))
+    if pending_dupes:
+        for _, why in pending_dupes:
+            reasons[_reason_key(why)] = reasons.get(_reason_key(why), 0) + 1
+        store.commit({}, pending_dupes)
+    if store.n == 0:
+        detail = ", ".join(f"{k} ({v})" for k, v in sorted(reasons.items())) or "unknown"
+        raise UserError(f"no object of the {source.survey} input could be ingested; "
+                        f"all were skipped: {detail}")
+    store.group.attrs["complete"] = True
+    n_skipped = int(store.group.attrs["n_skipped"])
+    return IngestSummary(partial, store.n, n_skipped, n_resumed, reasons, 0.0)
+
+
+def _load(source: IngestSource, cand: Candidate, shape) -> tuple[np.ndarray, int]:
+    result = source.load(cand)
+    image, flags = result if isinstance(result, tuple) else (result, 0)
+    image = np.asarray(image, dtype=np.float32)
+    if image.shape != shape:
+        raise SkipObject(f"wrong shape: cutout is {image.shape}, expected {shape}")
+    if not np.isfinite(image).all():
+        raise SkipObject("non-finite pixels: NaN or inf left after loading")
+    return image, int(flags)

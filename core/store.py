@@ -1,0 +1,247 @@
+"""The cutout store: one zarr v3 group per dataset.
+
+Layout (N = committed objects; arrays may be longer, rows past N are uncommitted garbage):
+  images (N, C, H, W) float32|float16, chunked along N
+  object_id, split (str) · ra, dec (float64) · label (int32, -1 unknown) · flags (int32 bits)
+  skipped/object_id, skipped/reason (str): objects an ingest could not use, and why
+  runs/<run_id>/<name>: per-run outputs (embeddings, probabilities)
+  attrs: store_version, survey, bands, pixel_scale, psf_fwhm, class_names, normalization,
+         provenance, n_committed, n_skipped, complete
+
+A batch is committed by writing its rows first and bumping `n_committed` last. zarr's local
+store replaces files atomically, so a kill at any point leaves either the old or the new
+count, never a torn batch; readers and resumed ingests trust only the first N rows.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import zarr
+
+from .errors import UserError
+
+STORE_VERSION = 1
+SPLITS = ("train", "val", "test")
+PER_OBJECT = {"object_id": str, "ra": "float64", "dec": "float64", "label": "int32",
+              "split": str, "flags": "int32"}
+REQUIRED_ATTRS = ("store_version", "survey", "bands", "pixel_scale", "class_names", "n_committed")
+
+
+@contextmanager
+def locked(path: Path, what: str = "store") -> Iterator[None]:
+    """Hold an exclusive lock on a directory; a second writer is refused, not interleaved.
+
+    flock on the directory itself leaves no lock file behind and is released by the kernel
+    when the process dies, so a `kill -9` never leaves a stale lock.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"{what} {path} is locked by another astrotransfer process; "
+                f"wait for it to finish (two writers at once are refused)"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+class CutoutStore:
+    def __init__(self, path: Path, group: zarr.Group):
+        self.path = Path(path)
+        self.group = group
+
+    # ---- opening -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, attrs: dict, image_shape: tuple[int, int, int],
+               dtype: str = "float32", chunk_n: int | None = None) -> "CutoutStore":
+        c, h, w = image_shape
+        if chunk_n is None:  # about 4 MB per chunk keeps reads efficient for any cutout size
+            chunk_n = max(16, min(4096, (4 << 20) // (c * h * w * np.dtype(dtype).itemsize)))
+        group = zarr.open_group(str(path), mode="w")
+        group.create_array("images", shape=(0, c, h, w), chunks=(chunk_n, c, h, w), dtype=dtype)
+        for name, dt in PER_OBJECT.items():
+            group.create_array(name, shape=(0,), chunks=(max(chunk_n, 4096),), dtype=dt)
+        skipped = group.create_group("skipped")
+        for name in ("object_id", "reason"):
+            skipped.create_array(name, shape=(0,), chunks=(4096,), dtype=str)
+        group.create_group("runs")
+        group.attrs.update({**attrs, "store_version": STORE_VERSION, "n_committed": 0,
+                            "n_skipped": 0, "complete": False})
+        return cls(path, group)
+
+    @classmethod
+    def open(cls, path: Path | str, mode: str = "r") -> "CutoutStore":
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"store {path} does not exist; create it with `astrotransfer ingest`")
+        try:
+            group = zarr.open_group(str(path), mode=mode)
+        except Exception as exc:
+            raise UserError(f"{path} is not a readable zarr store ({exc}); re-run the ingest") from None
+        attrs = dict(group.attrs)
+        missing = [a for a in REQUIRED_ATTRS if a not in attrs]
+        if missing:
+            raise UserError(f"{path} is not an astrotransfer store (missing attributes "
+                            f"{', '.join(missing)}); re-create it with `astrotransfer ingest`")
+        if attrs["store_version"] > STORE_VERSION:
+            raise UserError(f"store {path} has version {attrs['store_version']}, newer than this "
+                            f"astrotransfer supports ({STORE_VERSION}); upgrade astrotransfer")
+        for name in ("images", *PER_OBJECT):
+            if name not in group:
+                raise UserError(f"store {path} is missing its '{name}' array; it is damaged, "
+                                f"re-run the ingest into a new store")
+        return cls(path, group)
+
+    # ---- facts ---------------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict:
+        return dict(self.group.attrs)
+
+    @property
+    def n(self) -> int:
+        return int(self.group.attrs["n_committed"])
+
+    @property
+    def bands(self) -> list[str]:
+        return list(self.group.attrs["bands"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.group.attrs["class_names"])
+
+    @property
+    def images(self) -> zarr.Array:
+        return self.group["images"]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def column(self, name: str) -> np.ndarray:
+        """A committed per-object column (object_id, ra, dec, label, split, flags)."""
+        return np.asarray(self.group[name][: self.n])
+
+    def indices(self, split: str = "all") -> np.ndarray:
+        if split == "all":
+            return np.arange(self.n)
+        if split not in SPLITS:
+            raise UserError(f"unknown split '{split}'; use one of {', '.join(SPLITS)} or all")
+        return np.flatnonzero(self.column("split") == split)
+
+    def read_images(self, index: np.ndarray | slice) -> np.ndarray:
+        """Images for the given rows as float32. Sorted contiguous reads keep zarr efficient."""
+        if isinstance(index, slice):
+            return np.asarray(self.images[index], dtype=np.float32)
+        index = np.asarray(index)
+        if index.size == 0:
+            return np.zeros((0, *self.image_shape), np.float32)
+        order = np.argsort(index)
+        lo, hi = int(index[order[0]]), int(index[order[-1]]) + 1
+        if hi - lo <= 4 * index.size:  # dense enough: one slab read beats many point reads
+            block = np.asarray(self.images[lo:hi], dtype=np.float32)
+            return block[index - lo]
+        return np.asarray(self.images.get_orthogonal_selection((index,)), dtype=np.float32)
+
+    def skipped(self) -> list[tuple[str, str]]:
+        n = int(self.group.attrs.get("n_skipped", 0))
+        ids = self.group["skipped/object_id"][:n]
+        reasons = self.group["skipped/reason"][:n]
+        return list(zip(map(str, ids), map(str, reasons)))
+
+    # ---- writing -------------------------------------------------------------------------
+    def commit(self, rows: dict[str, np.ndarray], skipped: list[tuple[str, str]] = ()) -> None:
+        """Append a batch of rows (and skip records) and commit them with one attribute write."""
+        n0 = self.n
+        k = len(rows["object_id"]) if rows else 0
+        if k:
+            self._write_rows(n0, k, rows)
+        s0 = int(self.group.attrs.get("n_skipped", 0))
+        if skipped:
+            for j, name in enumerate(("object_id", "reason")):
+                arr = self.group[f"skipped/{name}"]
+                arr.resize((s0 + len(skipped),))
+                arr[s0:] = np.array([s[j] for s in skipped], dtype=object).astype(str)
+        self.group.attrs.update({"n_committed": n0 + k, "n_skipped": s0 + len(skipped)})
+
+    def _write_rows(self, n0: int, k: int, rows: dict[str, np.ndarray]) -> None:
+        images = self.images
+        images.resize((n0 + k, *images.shape[1:]))
+        images[n0:n0 + k] = np.asarray(rows["images"], dtype=images.dtype)
+        for name in PER_OBJECT:
+            arr = self.group[name]
+            arr.resize((n0 + k,))
+            values = np.asarray(rows.get(name, np.zeros(k)))
+            arr[n0:n0 + k] = values.astype(str) if arr.dtype.kind in "OTU" else values
+
+    def run_group(self, run_id: str) -> zarr.Group:
+        return self.group.require_group(f"runs/{run_id}")
+
+    def write_run_array(self, run_id: str, name: str, data: np.ndarray, attrs: dict | None = None):
+        """Replace a per-run array in one go: write to a temporary name, then move it in place."""
+        grp = self.run_group(run_id)
+        tmp = f"_{name}.tmp"
+        if tmp in grp:
+            del grp[tmp]
+        arr = grp.create_array(tmp, shape=data.shape, dtype=data.dtype,
+                               chunks=(min(max(1, data.shape[0]), 65536), *data.shape[1:]))
+        arr[...] = data
+        arr.attrs.update(attrs or {})
+        base = Path(self.path) / "runs" / run_id
+        if name in grp:
+            shutil.rmtree(base / name)
+        os.replace(base / tmp, base / name)
+        return zarr.open_array(str(base / name), mode="r")
+
+
+def check_store(path: Path | str) -> dict:
+    """Integrity report of a store; raises UserError with the first problem found."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    if not path.exists() and partial.exists():
+        raise UserError(f"store {path} is incomplete: its ingest was interrupted ({partial} "
+                        f"exists); run the same ingest command again to resume it")
+    store = CutoutStore.open(path)
+    n = store.n
+    problems = []
+    if not store.attrs.get("complete", False):
+        problems.append("the ingest never finished (complete=false); re-run it to resume")
+    for name in ("images", *PER_OBJECT):
+        if store.group[name].shape[0] < n:
+            problems.append(f"array '{name}' has {store.group[name].shape[0]} rows, fewer than "
+                            f"the {n} committed")
+    if problems:
+        raise UserError(f"store {path} is broken: {problems[0]}")
+    ids = store.column("object_id")
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        problems.append(f"{int((counts > 1).sum())} duplicate object ids, e.g. {uniq[counts > 1][0]}")
+    bad_split = set(np.unique(store.column("split"))) - set(SPLITS)
+    if bad_split:
+        problems.append(f"unknown split values {sorted(bad_split)}")
+    labels = store.column("label")
+    k = len(store.class_names)
+    if ((labels < -1) | (labels >= max(k, 0) if k else labels > -1)).any():
+        problems.append(f"labels outside -1..{k - 1}")
+    n_bad = 0
+    chunk = store.images.chunks[0]
+    for start in range(0, n, chunk):
+        block = np.asarray(store.images[start:min(n, start + chunk)])
+        n_bad += int((~np.isfinite(block)).any(axis=(1, 2, 3)).sum())
+    if n_bad:
+        problems.append(f"{n_bad} images with NaN or inf pixels")
+    if problems:
+        raise UserError(f"store {path} is broken: {'; '.join(problems)}")
+    splits = {s: int((store.column("split") == s).sum()) for s in SPLITS}
+    return {"path": str(path), "n": n, "n_skipped": int(store.attrs.get("n_skipped", 0)),
+            "unique_ids": int(len(uniq)), "splits": splits, "bands": store.bands,
+            "image_shape": list(store.image_shape), "class_names": store.class_names,
+            "labelled": int((labels >= 0).sum()), "survey": store.attrs["survey"]}

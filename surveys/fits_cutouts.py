@@ -1,0 +1,520 @@
+"""From survey frames (FITS images with a WCS) to aligned multi-band cutouts.
+
+Shared by every FITS survey (sdss, des, hst-phangs, lsst); a survey module only states its
+facts (bands, pixel scale, file naming, catalog columns, label rule).
+
+Alignment. Each band is cut from its own frame with that frame's own WCS, by RA/Dec, then
+resampled with `reproject` onto one output grid per object: a north-up, east-left tangent
+plane centred on the object, at the survey pixel scale. Bands whose frames are rotated,
+flipped or sampled differently therefore line up on the sky pixel for pixel. Only a
+`Cutout2D` slightly larger than the output is resampled, so a 10k x 10k tile costs no more
+than a stamp (compressed `.fits.fz` tiles are read tile-by-tile through `.section`).
+
+Frames. `open()` reads every frame header once: band, WCS, shape, and obvious damage (a
+truncated file, no celestial WCS). Pixels are read lazily per object and cached. Bad frames
+never stop a run: objects they would have served are skipped with the frame and the
+problem in the reason; only "no frame usable at all" is fatal. Several frames per band are
+indexed by footprint (unit-vector cone test, then the exact pixel test), and an object uses
+the frame that contains its whole stamp, preferring the one matching the catalog's tile
+column and then the one where the object sits deepest inside. Stamps are never mosaicked
+across two frames: near a frame edge the object is skipped, or padded with --pad-edges.
+
+Band of a frame. The survey's file-name pattern decides; where a name does not match, the
+header keywords FILTER, BAND, FILTER1, FILTER2 are read (first token, case-insensitive,
+also split at "_" and "-", so "g DECam SDSS c0001", "r_03" and "HSC-R" all work). A frame
+whose name and FILTER header name different bands is refused rather than guessed.
+"""
+from __future__ import annotations
+
+import glob
+import math
+import re
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.nddata import Cutout2D
+from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs.utils import proj_plane_pixel_scales
+from reproject import reproject_interp
+
+from astrotransfer.errors import SkipObject, UserError
+from astrotransfer.survey import (FLAG_BAND_MISSING, FLAG_NAN_FILLED, FLAG_PADDED, Candidate,
+                                  IngestSource, Option, Survey)
+
+from .catalogs import ids_as_str, load_positions
+from .normalize import METHODS, check_method, normalize
+
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.fz", ".fits.gz", ".fit.gz",
+                 ".fits.bz2", ".fit.bz2")
+HEADER_BAND_KEYS = ("FILTER", "BAND", "FILTER1", "FILTER2")
+BLANK_LIMIT = 0.5  # more than this fraction of the central region blank: no usable data
+MAX_OPEN_FRAMES = 24  # pixel sources kept open; enough for every band of a few fields
+
+
+def is_fits_name(path: Path) -> bool:
+    return path.name.lower().endswith(FITS_SUFFIXES)
+
+
+def find_frame_files(spec: str, flag: str = "--frames") -> list[Path]:
+    """A folder (searched recursively, FITS names only) or a glob pattern."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and is_fits_name(p))
+        if not files:
+            raise UserError(f"frame folder {path} holds no FITS files (*.fits, *.fits.fz, "
+                            f"*.fits.bz2, ...); point {flag} at the folder with the frames")
+        return files
+    files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+    if not files:
+        what = "folder" if not glob.has_magic(spec) else "pattern"
+        raise UserError(f"frames {what} '{spec}' matches no file; give {flag} an existing "
+                        f"folder or a glob such as 'frames/*.fits'")
+    return files
+
+
+@dataclass
+class Frame:
+    """One image file of one band; `error` set means it is reported and never used."""
+
+    path: Path
+    band: str | None = None
+    hdu: int = 0
+    shape: tuple[int, int] = (0, 0)
+    wcs: WCS | None = None
+    error: str | None = None
+    tag: str = ""  # e.g. a DES tile name from the file name, matched against the catalog
+    center: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    cos_radius: float = 2.0
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def _unit(ra, dec) -> np.ndarray:
+    ra, dec = np.radians(ra), np.radians(dec)
+    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], -1)
+
+
+def _pick_hdu(hdul, extnames: tuple[str, ...]) -> int:
+    for i, hdu in enumerate(hdul):
+        if hdu.name.upper() in extnames and hdu.is_image and hdu.header.get("NAXIS") == 2:
+            return i
+    for i, hdu in enumerate(hdul):
+        if hdu.is_image and hdu.header.get("NAXIS") == 2:
+            return i
+    raise ValueError("no 2-D image HDU")
+
+
+def read_frame(path: Path, survey) -> Frame:
+    """Header-only look at one frame; any problem goes into `Frame.error`.
+
+    A truncated frame keeps its WCS, so the objects it covers are skipped naming it.
+    """
+    frame = Frame(path)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+                frame.hdu = _pick_hdu(hdul, survey.image_extnames)
+                header = hdul[frame.hdu].header
+                frame.shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+                headers = [header, hdul[0].header]
+                wcs = WCS(header, fobj=hdul).celestial
+    except Exception as exc:
+        frame.error = f"not a readable FITS image ({type(exc).__name__}: {exc})"
+        return frame
+    frame.band, frame.tag, frame.error = _frame_band(path, headers, survey)
+    if frame.error:
+        return frame
+    if not wcs.has_celestial:
+        frame.error = "no celestial WCS (CTYPE/CRVAL/CD keywords missing)"
+        return frame
+    ny, nx = frame.shape
+    try:
+        xs = np.array([(nx - 1) / 2, -0.5, nx - 0.5, -0.5, nx - 0.5])
+        ys = np.array([(ny - 1) / 2, -0.5, -0.5, ny - 0.5, ny - 0.5])
+        vec = _unit(*wcs.pixel_to_world_values(xs, ys))
+        if not np.all(np.isfinite(vec)):
+            raise ValueError("no sky position for the frame corners")
+    except Exception as exc:
+        frame.error = f"unusable WCS ({exc})"
+        return frame
+    frame.wcs, frame.center = wcs, vec[0]
+    frame.cos_radius = float(np.min(vec[1:] @ vec[0])) - 1e-9  # corners bound the footprint
+    trunc = [str(w.message) for w in caught if "truncated" in str(w.message)]
+    if trunc:
+        frame.error = f"truncated file ({trunc[0]})"
+    return frame
+
+
+def _frame_band(path: Path, headers, survey) -> tuple[str | None, str, str | None]:
+    by_name, tag = survey.band_from_filename(path)
+    by_header = None
+    for key in HEADER_BAND_KEYS:
+        for header in headers:
+            if key in header and by_header is None:
+                by_header = survey.band_from_header(str(header[key]))
+    if by_name and by_header and by_name != by_header:
+        return None, tag, (f"file name says band {by_name} but the FILTER/BAND header says "
+                           f"{by_header}; rename the file or fix its header")
+    band = by_name or by_header
+    if band is None:
+        return None, tag, (f"band unknown: the name does not match {survey.naming} and no "
+                           f"FILTER/BAND header keyword names one of {', '.join(survey.bands)}")
+    return band, tag, None
+
+
+def match_band(token: str, bands: tuple[str, ...], aliases: dict[str, str]) -> str | None:
+    """Map a file-name or header token to a canonical band, case-insensitively if unique."""
+    token = token.strip()
+    if token in bands:
+        return token
+    low = [b for b in bands if b.lower() == token.lower()]
+    if len(low) == 1:
+        return low[0]
+    return aliases.get(token.lower())
+
+
+def output_wcs(ra: float, dec: float, size: int, scale_arcsec: float) -> WCS:
+    """North-up, east-left tangent plane; the object sits at the stamp centre."""
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [ra, dec]
+    w.wcs.crpix = [(size + 1) / 2, (size + 1) / 2]
+    w.wcs.cdelt = [-scale_arcsec / 3600.0, scale_arcsec / 3600.0]
+    return w
+
+
+class FrameSet:
+    """All frames of a run, indexed by band, with a small cache of open pixel sources."""
+
+    def __init__(self, frames: list[Frame]):
+        self.frames = frames
+        self.by_band: dict[str, list[Frame]] = {}
+        for f in frames:
+            if f.band is not None and f.wcs is not None:
+                self.by_band.setdefault(f.band, []).append(f)
+        self._vec = {b: np.array([f.center for f in fs]) for b, fs in self.by_band.items()}
+        self._cos = {b: np.array([f.cos_radius for f in fs]) for b, fs in self.by_band.items()}
+        self._cache: OrderedDict = OrderedDict()
+
+    def __getstate__(self):  # worker processes reopen files themselves
+        return {**self.__dict__, "_cache": OrderedDict()}
+
+    def __del__(self):
+        for hdul, _ in getattr(self, "_cache", {}).values():
+            if hdul is not None:
+                hdul.close()
+
+    def problems(self, band: str | None = None, unplaced: bool = False) -> list[str]:
+        """Frame problems; `unplaced`: only frames that could not be put on the sky."""
+        return [f"{f.name}: {f.error}" for f in self.frames
+                if f.error and (band is None or f.band in (band, None))
+                and not (unplaced and f.wcs is not None)]
+
+    def near(self, band: str, vec: np.ndarray) -> list[Frame]:
+        if band not in self.by_band:
+            return []
+        hit = self._vec[band] @ vec >= self._cos[band]
+        return [f for f, h in zip(self.by_band[band], hit) if h]
+
+    def pixels(self, frame: Frame):
+        """The frame's pixel source: a lazy `.section`, or the whole array for .gz/.bz2."""
+        if frame.path in self._cache:
+            self._cache.move_to_end(frame.path)
+            return self._cache[frame.path][1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hdul = fits.open(frame.path, memmap=True)
+            hdu = hdul[frame.hdu]
+            if frame.path.suffix.lower() in (".gz", ".bz2"):  # streams: no cheap seeking
+                src = np.asarray(hdu.data, dtype=np.float32)
+                hdul.close()
+                hdul = None
+            else:
+                src = hdu.section
+        self._cache[frame.path] = (hdul, src)
+        while len(self._cache) > MAX_OPEN_FRAMES:
+            old, _ = self._cache.popitem(last=False)[1]
+            if old is not None:
+                old.close()
+        return src
+
+
+@dataclass
+class BandResult:
+    image: np.ndarray | None = None
+    flags: int = 0
+    uncovered: bool = False
+    reason: str | None = None
+
+
+def cut_band(frames: FrameSet, band: str, ra: float, dec: float, grid, opts) -> BandResult:
+    """One band of one object, from the best frame that can serve it."""
+    out_wcs, world, size = grid
+    choices = []
+    for f in frames.near(band, _unit(ra, dec)):
+        x, y = f.wcs.world_to_pixel_values(*world)
+        ny, nx = f.shape
+        inside = (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)
+        cx, cy = f.wcs.world_to_pixel_values(ra, dec)
+        depth = min(cx + 0.5, nx - 0.5 - cx, cy + 0.5, ny - 0.5 - cy)
+        if depth > 0:
+            choices.append((f, inside.reshape(size, size), depth))
+    if not choices:
+        return BandResult(uncovered=True)
+    tag = opts["tag"]
+    choices.sort(key=lambda c: (c[0].error is None, bool(tag) and c[0].tag == tag,
+                                bool(c[1].all()), c[2]), reverse=True)
+    failures: list[BandResult] = []
+    for f, inside, _ in choices:
+        if f.error:
+            failures.append(BandResult(reason=f"frame {f.name} unreadable: band {band}, {f.error}"))
+            continue
+        if not inside.all() and not opts["pad_edges"]:
+            failures.append(BandResult(reason=(
+                f"too close to edge: band {band}, frame {f.name} ({100 * (1 - inside.mean()):.1f}"
+                f"% of the stamp is off the image; --pad-edges pads instead)")))
+            continue
+        try:
+            res = _resample(frames, f, band, ra, dec, grid, inside, opts["blank_zero"])
+        except Exception as exc:
+            f.error = f"{type(exc).__name__}: {exc}"
+            failures.append(BandResult(reason=f"frame {f.name} unreadable: band {band}, {f.error}"))
+            continue
+        if res.image is not None:
+            return res
+        failures.append(res)
+    real = [r for r in failures if not r.uncovered]  # blank-only frames mean "no coverage"
+    return real[0] if real else failures[0]
+
+
+def _resample(frames, f, band, ra, dec, grid, inside, blank_zero) -> BandResult:
+    out_wcs, _, size = grid
+    scale = float(abs(out_wcs.wcs.cdelt[1])) * 3600.0
+    frame_scale = float(np.mean(proj_plane_pixel_scales(f.wcs))) * 3600.0
+    half = size * scale * math.sqrt(0.5) / frame_scale + 3  # stamp diagonal plus interpolation
+    cut = Cutout2D(frames.pixels(f), SkyCoord(ra, dec, unit="deg"), 2 * math.ceil(half) + 1,
+                   wcs=f.wcs, mode="trim", copy=True)
+    data = np.asarray(cut.data, dtype=np.float32)
+    if blank_zero:  # drizzled mosaics mark "no exposure" with exact zeros, not NaN
+        data = np.where(data == 0.0, np.float32(np.nan), data)
+    img, _ = reproject_interp((data, cut.wcs), out_wcs, shape_out=(size, size),
+                              order="bilinear", return_footprint=True)
+    blank = inside & ~np.isfinite(img)
+    q = size // 4
+    central = blank[q:size - q, q:size - q].mean()
+    if central > BLANK_LIMIT:
+        if blank_zero:
+            return BandResult(uncovered=True, reason=f"no data at the object in {f.name}")
+        return BandResult(reason=f"mostly blank: band {band}, {100 * central:.0f}% of the "
+                                 f"central region is NaN/masked in frame {f.name}")
+    flags = 0
+    if blank.any():
+        img[blank] = np.nanmedian(img[inside & ~blank]) if (inside & ~blank).any() else 0.0
+        flags |= FLAG_NAN_FILLED
+    if not inside.all():
+        img[~inside] = 0.0
+        flags |= FLAG_PADDED
+    return BandResult(image=img.astype(np.float32), flags=flags)
+
+
+def cut_object(frames: FrameSet, bands: tuple[str, ...], ra: float, dec: float, size: int,
+               scale: float, pad_edges: bool, blank_zero: bool, max_missing: int,
+               tag: str = "") -> tuple[np.ndarray, int, list[int]]:
+    """(C, H, W) stamp in `bands` order, flag bits and the indices of bands with no data."""
+    out_wcs = output_wcs(ra, dec, size, scale)
+    yy, xx = np.mgrid[0:size, 0:size]
+    grid = (out_wcs, out_wcs.pixel_to_world_values(xx.ravel(), yy.ravel()), size)
+    opts = {"pad_edges": pad_edges, "blank_zero": blank_zero, "tag": tag}
+    results = {b: cut_band(frames, b, ra, dec, grid, opts) for b in bands}
+    for b, r in results.items():
+        if r.reason and not r.uncovered:
+            raise SkipObject(r.reason)
+    missing = [b for b, r in results.items() if r.uncovered]
+    if len(missing) == len(bands):
+        raise SkipObject(f"off frame: no frame of any band covers RA={ra:.6f} Dec={dec:.6f}"
+                         + _problem_note(frames, None))
+    if len(missing) > max_missing:
+        allowed = "none" if max_missing == 0 else f"at most {max_missing}"
+        raise SkipObject(f"no coverage: band(s) {', '.join(missing)} ({allowed} may be "
+                         f"missing)" + _problem_note(frames, missing[0]))
+    flags = FLAG_BAND_MISSING if missing else 0
+    stack = np.zeros((len(bands), size, size), np.float32)
+    for i, b in enumerate(bands):
+        if results[b].image is not None:
+            stack[i] = results[b].image
+            flags |= results[b].flags
+    return stack, flags, [bands.index(b) for b in missing]
+
+
+def _problem_note(frames: FrameSet, band: str | None) -> str:
+    """Frames with no usable WCS might have covered the object: name them in the reason."""
+    probs = frames.problems(band, unplaced=True)
+    if not probs:
+        return ""
+    more = f" and {len(probs) - 1} more" if len(probs) > 1 else ""
+    return f"; unusable frames: {probs[0]}{more}"
+
+
+def filename_band(patterns: tuple[re.Pattern, ...], path: Path) -> tuple[str | None, str]:
+    for pat in patterns:
+        m = pat.match(path.name)
+        if m:
+            return m.group("band"), (m.groupdict().get("tag") or "")
+    return None, ""
+
+
+# ---- the survey base class --------------------------------------------------------------
+@dataclass
+class FrameSource(IngestSource):
+    frame_set: FrameSet | None = None
+    rows: list[Candidate] = field(default_factory=list)
+    pad_edges: bool = False
+    blank_zero: bool = False
+    max_missing: int = 0
+
+    def candidates(self) -> list[Candidate]:
+        return list(self.rows)
+
+    def load(self, cand: Candidate) -> tuple[np.ndarray, int]:
+        skip, tag = cand.payload
+        if skip:
+            raise SkipObject(skip)
+        img, flags, missing = cut_object(self.frame_set, self.bands, cand.ra, cand.dec,
+                                         self.image_size, self.pixel_scale, self.pad_edges,
+                                         self.blank_zero, self.max_missing, tag)
+        keep = [i for i in range(len(self.bands)) if i not in missing]
+        img[keep] = normalize(img[keep], self.normalization)  # missing bands stay exactly 0
+        return img, flags
+
+
+class FrameSurvey(Survey):
+    """A survey whose pixels are FITS frames with a WCS; subclasses state the facts."""
+
+    default_bands: tuple[str, ...] = ()
+    default_size = 64
+    default_normalization = "asinh"
+    zero_points: dict[str, float] = {}
+    magnitude_system = "AB"
+    flux_unit = ""
+    id_column, ra_column, dec_column = "id", "ra", "dec"
+    tag_column: str | None = None  # catalog column naming the frame/tile an object belongs to
+    filename_patterns: tuple[re.Pattern, ...] = ()
+    naming = ""  # the file-name convention in words, for error messages
+    band_aliases: dict[str, str] = {}
+    image_extnames: tuple[str, ...] = ()
+    blank_zero = False  # exact zeros mean "no data" (drizzled mosaics)
+    max_missing_bands = 0  # bands an object may lack (filled with zeros, flagged)
+
+    def __init__(self):
+        self.options = [
+            Option("frames", str, ..., "folder or glob of FITS frames; the band comes from "
+                   "the file name, else the FILTER/BAND header"),
+            Option("catalog", Path, ..., "object catalog: .csv, .fits, .parquet, .vot or "
+                   "header-less .tab"),
+            Option("size", int, self.default_size, "cutout size in pixels"),
+            Option("bands", str, ",".join(self.default_bands),
+                   f"comma-separated bands, from {','.join(self.bands)}"),
+            Option("normalization", str, self.default_normalization,
+                   f"pixel normalization: {'|'.join(METHODS)}"),
+            Option("pad_edges", bool, False, "pad objects near a frame edge with zeros "
+                   "(flagged) instead of skipping them"),
+            Option("id_column", str, self.id_column, "catalog column with the object id"),
+            Option("ra_column", str, self.ra_column, "catalog RA column (deg or sexagesimal)"),
+            Option("dec_column", str, self.dec_column, "catalog Dec column (deg or sexagesimal)"),
+            *self.label_options(),
+        ]
+
+    # ---- facts a subclass may refine ----
+    def label_options(self) -> list[Option]:
+        return []
+
+    def make_labels(self, table, opts: dict, path) -> tuple[np.ndarray, list, list[str], str]:
+        """(labels, per-row skip reasons or None, class names, rule recorded in the store)."""
+        return np.full(len(table), -1, np.int32), [None] * len(table), [], "none"
+
+    def band_from_filename(self, path: Path) -> tuple[str | None, str]:
+        band, tag = filename_band(self.filename_patterns, path)
+        return (match_band(band, self.bands, self.band_aliases) if band else None), tag
+
+    def band_from_header(self, value: str) -> str | None:
+        tokens = value.split()[:1]
+        tokens += re.split(r"[_\-]", tokens[0]) if tokens else []
+        for tok in tokens:
+            band = match_band(tok, self.bands, self.band_aliases)
+            if band:
+                return band
+        return None
+
+    # ---- opening a run ----
+    def _resolve(self, given: dict) -> dict:
+        known = {o.name: o for o in self.options}
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise UserError(f"survey {self.name} has no option {', '.join(unknown)}; "
+                            f"see `astrotransfer ingest {self.name} --help`")
+        opts = {n: given.get(n, o.default) for n, o in known.items()}
+        for n, v in opts.items():
+            if v is ...:
+                raise UserError(f"ingest {self.name} needs --{n.replace('_', '-')}")
+        return opts
+
+    def parse_bands(self, text: str) -> tuple[str, ...]:
+        chosen = set()
+        for tok in (t.strip() for t in str(text).split(",") if t.strip()):
+            band = match_band(tok, self.bands, self.band_aliases)
+            if band is None:
+                raise UserError(f"unknown band '{tok}' for {self.name}; choose --bands from "
+                                f"{','.join(self.bands)}")
+            chosen.add(band)
+        if not chosen:
+            raise UserError(f"--bands is empty; give e.g. {','.join(self.default_bands)}")
+        return tuple(b for b in self.bands if b in chosen)  # canonical survey order
+
+    def open(self, **options) -> FrameSource:
+        opts = self._resolve(options)
+        size, norm = int(opts["size"]), check_method(opts["normalization"])
+        if size < 8:
+            raise UserError(f"--size {size} is too small; use at least 8 pixels")
+        bands = self.parse_bands(opts["bands"])
+        files = find_frame_files(str(opts["frames"]))
+        frame_set = FrameSet([read_frame(p, self) for p in files])
+        problems = frame_set.problems()
+        if len(problems) == len(files):
+            raise UserError(f"none of the {len(files)} frames in {opts['frames']} is usable "
+                            f"(e.g. {problems[0]}); check --frames")
+        lacking = [b for b in bands if b not in frame_set.by_band]
+        if len(lacking) > self.max_missing_bands:
+            raise UserError(f"no usable frame for band(s) {', '.join(lacking)} in "
+                            f"{opts['frames']}; add those frames or drop the band(s) from "
+                            f"--bands" + _problem_note(frame_set, lacking[0]))
+        path = Path(opts["catalog"])
+        pos = load_positions(path, opts["id_column"], opts["ra_column"], opts["dec_column"])
+        labels, label_skips, class_names, rule = self.make_labels(pos.table, opts, path)
+        tags = (ids_as_str(pos.table[self.tag_column])
+                if self.tag_column and self.tag_column in pos.table.colnames else None)
+        rows = []
+        for i, oid in enumerate(pos.ids):
+            skip = pos.reason[i] or label_skips[i]
+            tag = tags[i] if tags is not None else ""
+            rows.append(Candidate(oid or f"row{i + 1}", float(pos.ra[i]), float(pos.dec[i]),
+                                  int(labels[i]), (skip, tag)))
+        return FrameSource(
+            survey=self.name, bands=bands, pixel_scale=self.pixel_scale, image_size=size,
+            psf_fwhm={b: self.psf_fwhm[b] for b in bands}, class_names=class_names,
+            normalization=norm, frame_set=frame_set, rows=rows,
+            pad_edges=bool(opts["pad_edges"]), blank_zero=self.blank_zero,
+            max_missing=self.max_missing_bands,
+            extra_attrs={"zero_points": {b: self.zero_points.get(b) for b in bands},
+                         "magnitude_system": self.magnitude_system, "flux_unit": self.flux_unit,
+                         "frames": str(opts["frames"]), "n_frames": len(files),
+                         "frame_problems": problems[:50], "catalog": str(path),
+                         "label_rule": rule})

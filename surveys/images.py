@@ -1,0 +1,197 @@
+"""`images`: any survey's colour cutouts on disk (JPEG, PNG, FITS named `<id>.<ext>`) plus a catalog.
+
+This is how most labelled sets arrive in practice (Galaxy Zoo's SDSS JPEGs among them):
+already-cut stamps and a CSV of ids and labels, with no WCS to go back to the frames.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from PIL import Image, UnidentifiedImageError
+
+from astrotransfer.errors import SkipObject, UserError
+from astrotransfer.survey import Candidate, IngestSource, Option, Survey
+
+EXTENSIONS = (".jpeg", ".jpg", ".png", ".fits", ".fit", ".fits.gz")
+
+
+def parse_label_map(text: str | None) -> tuple[dict[str, int], list[str]]:
+    """'0=elliptical,1=spiral,2=spiral' → ({'0': 0, '1': 1, '2': 1}, ['elliptical', 'spiral'])."""
+    if not text:
+        return {}, []
+    mapping, names = {}, []
+    for item in text.split(","):
+        raw, sep, name = item.partition("=")
+        if not sep or not raw.strip() or not name.strip():
+            raise UserError(f"--label-map item '{item}' is not of the form RAW=NAME, "
+                            f"e.g. --label-map \"0=elliptical,1=spiral\"")
+        name = name.strip()
+        if name not in names:
+            names.append(name)
+        mapping[raw.strip()] = names.index(name)
+    return mapping, names
+
+
+def read_catalog(path: Path) -> Table:
+    if not path.exists():
+        raise UserError(f"catalog {path} does not exist; pass an existing file to --catalog")
+    fmt = {".csv": "ascii.csv", ".fits": "fits", ".fit": "fits", ".ecsv": "ascii.ecsv",
+           ".parquet": "parquet"}.get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(f"catalog {path} has an unknown format '{path.suffix}'; "
+                        f"use .csv, .ecsv, .fits or .parquet")
+    try:
+        return Table.read(path, format=fmt)
+    except Exception as exc:
+        raise UserError(f"catalog {path} could not be read as {fmt}: {exc}") from None
+
+
+def _raw_label(value) -> str:
+    """Catalog labels may be ints, floats like 1.0, or strings; normalise to a map key."""
+    text = str(value).strip()
+    try:
+        f = float(text)
+        return str(int(f)) if f.is_integer() else text
+    except ValueError:
+        return text
+
+
+class ImagesSource(IngestSource):
+    def __init__(self, files: dict[str, Path], candidates: list[Candidate], crop: int | None,
+                 bands: tuple[str, ...], **kw):
+        super().__init__(bands=bands, **kw)
+        self._files = files
+        self._candidates = candidates
+        self._crop = crop
+
+    def candidates(self) -> list[Candidate]:
+        return self._candidates
+
+    def load(self, cand: Candidate) -> np.ndarray:
+        path = cand.payload
+        if path is None:
+            raise SkipObject(f"missing file: no image named {cand.object_id}.<ext>")
+        pixels = _read_pixels(path)
+        if pixels.shape[0] != len(self.bands):
+            raise SkipObject(f"wrong band count: {path.name} has {pixels.shape[0]} bands, "
+                             f"the others have {len(self.bands)}")
+        return _crop_resize_scale(pixels, self._crop, self.image_size)
+
+
+def _read_pixels(path: Path) -> np.ndarray:
+    """(C, H, W) float32; corrupt or truncated files become a SkipObject, not a crash."""
+    try:
+        if path.name.lower().endswith((".fits", ".fit", ".fits.gz")):
+            with fits.open(path) as hdul:
+                hdu = next((h for h in hdul if h.data is not None and h.data.ndim >= 2), None)
+                if hdu is None:
+                    raise SkipObject(f"empty FITS: {path.name} has no image data")
+                data = np.asarray(hdu.data, dtype=np.float32)
+            return data[None] if data.ndim == 2 else data
+        with Image.open(path) as im:
+            im.load()  # forces decoding, so a truncated JPEG fails here
+            data = np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im,
+                              dtype=np.float32)
+        return data[None] if data.ndim == 2 else data.transpose(2, 0, 1)
+    except SkipObject:
+        raise
+    except (OSError, UnidentifiedImageError, ValueError, TypeError) as exc:
+        raise SkipObject(f"corrupt image: {path.name} ({exc})") from None
+
+
+def _crop_resize_scale(pixels: np.ndarray, crop: int | None, size: int) -> np.ndarray:
+    """Centre-crop, resize with antialiasing, then scale each band to [0, 1]."""
+    import torch
+    import torch.nn.functional as F
+
+    c, h, w = pixels.shape
+    if crop and crop < min(h, w):
+        top, left = (h - crop) // 2, (w - crop) // 2
+        pixels = pixels[:, top:top + crop, left:left + crop]
+    t = torch.from_numpy(np.ascontiguousarray(pixels))[None]
+    if t.shape[-1] != size or t.shape[-2] != size:
+        t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    out = t[0].numpy()
+    if not np.isfinite(out).all():
+        raise SkipObject("non-finite pixels: NaN or inf in the image")
+    lo = out.min(axis=(1, 2), keepdims=True)
+    hi = out.max(axis=(1, 2), keepdims=True)
+    return ((out - lo) / np.maximum(hi - lo, 1e-12)).astype(np.float32)
+
+
+class ImagesSurvey(Survey):
+    name = "images"
+    description = "colour cutouts on disk (JPEG/PNG/FITS named <id>.<ext>) plus a CSV catalog"
+    options = [
+        Option("images", Path, ..., "folder of cutouts named <id>.<ext>"),
+        Option("catalog", Path, ..., "catalog file (.csv, .ecsv, .fits, .parquet)"),
+        Option("id_column", str, "objid", "catalog column holding the image id"),
+        Option("label_column", str, None, "catalog column holding the class (omit for unlabelled)"),
+        Option("label_map", str, None, 'RAW=NAME pairs, e.g. "0=elliptical,1=spiral,2=spiral"'),
+        Option("drop_unmapped", bool, False, "skip rows whose label the map does not cover"),
+        Option("ra_column", str, "ra", "catalog RA column in degrees, if present"),
+        Option("dec_column", str, "dec", "catalog Dec column in degrees, if present"),
+        Option("crop", int, None, "centre-crop to this many pixels before resizing"),
+        Option("size", int, 64, "output cutout size in pixels"),
+        Option("bands", str, "r,g,b", "names of the image channels, in order"),
+        Option("survey_name", str, "images", "survey recorded in the store (e.g. sdss)"),
+        Option("pixel_scale", float, math.nan, "arcsec per pixel of the stored cutouts"),
+    ]
+
+    def open(self, images: Path, catalog: Path, id_column="objid", label_column=None,
+             label_map=None, drop_unmapped=False, ra_column="ra", dec_column="dec", crop=None,
+             size=64, bands="r,g,b", survey_name="images", pixel_scale=math.nan) -> ImagesSource:
+        images = Path(images)
+        if not images.is_dir():
+            raise UserError(f"--images folder {images} does not exist or is not a folder")
+        if size < 8:
+            raise UserError(f"--size {size} is too small; use at least 8 pixels")
+        table = read_catalog(Path(catalog))
+        if len(table) == 0:
+            raise UserError(f"catalog {catalog} has no rows; it must list at least one object")
+        for col, opt in ((id_column, "--id-column"), (label_column, "--label-column")):
+            if col is not None and col not in table.colnames:
+                raise UserError(f"catalog {catalog} has no column '{col}' (columns: "
+                                f"{', '.join(table.colnames[:12])}); set {opt}")
+        mapping, class_names = parse_label_map(label_map)
+        files = {}
+        for p in images.iterdir():
+            for ext in EXTENSIONS:
+                if p.name.lower().endswith(ext):
+                    files.setdefault(p.name[: -len(ext)], p)
+        cands, unmapped = [], set()
+        has_pos = ra_column in table.colnames and dec_column in table.colnames
+        for row in table:
+            oid = str(row[id_column]).strip()
+            label = -1
+            if label_column is not None:
+                raw = _raw_label(row[label_column])
+                if mapping:
+                    if raw not in mapping:
+                        unmapped.add(raw)
+                        continue
+                    label = mapping[raw]
+                else:
+                    if raw not in class_names:
+                        class_names.append(raw)
+                    label = class_names.index(raw)
+            ra, dec = (float(row[ra_column]), float(row[dec_column])) if has_pos else (math.nan,) * 2
+            cands.append(Candidate(oid, ra, dec, label, files.get(oid)))
+        if unmapped and not drop_unmapped:
+            raise UserError(f"--label-map leaves classes {', '.join(sorted(unmapped))} of column "
+                            f"'{label_column}' unmapped; map them or pass --drop-unmapped")
+        if not cands:
+            raise UserError(f"catalog {catalog} has no usable rows (all labels unmapped); "
+                            f"check --label-column and --label-map")
+        if not any(c.payload for c in cands):
+            raise UserError(f"none of the {len(cands)} catalog ids has an image in {images}; "
+                            f"check --id-column (files must be named <id>.jpeg/.png/.fits)")
+        band_names = tuple(b.strip() for b in bands.split(",") if b.strip())
+        return ImagesSource(files, cands, crop, band_names, survey=survey_name,
+                            pixel_scale=pixel_scale, image_size=size, class_names=class_names,
+                            normalization="minmax-per-band:[0,1]",
+                            extra_attrs={"source_folder": str(images.resolve()), "crop": crop})

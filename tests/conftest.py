@@ -1,0 +1,80 @@
+"""Shared fixtures: real data location, tiny stores, and a CLI runner in a subprocess.
+
+Commands are run as real subprocesses (`python -m astrotransfer.cli`) where exit codes,
+stderr and kill signals matter; in-process calls are used where only results matter.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ASTROTRANSFER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+TINY_BACKBONE = "test_efficientnet"  # timm's own tiny test network: real code path, fast on CPU
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data, or a skip naming what is missing."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data {path} is absent (expected ../shared/data beside the project, "
+                    f"or set ASTROTRANSFER_SHARED_DATA)")
+    return path
+
+
+def run_cli(*args: str, env: dict | None = None, check: bool = False,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "astrotransfer.cli", *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def error_lines(stderr: str) -> list[str]:
+    """stderr lines that are not library warnings printed at import time."""
+    return [ln for ln in stderr.splitlines()
+            if ln.strip() and "[WARNING]" not in ln and "real_accelerator" not in ln]
+
+
+def make_sim_store(path: Path, instrument: str = "sdss", n: int = 64, size: int = 32,
+                   seed: int = 0) -> Path:
+    from astrotransfer.ingest import run_ingest
+    from astrotransfer.registry import get_registry
+
+    source = get_registry().get("survey", "sim").open(instrument=instrument, n=n, seed=seed,
+                                                       size=size)
+    run_ingest(source, path, split_fractions=(0.6, 0.2, 0.2))
+    return path
+
+
+@pytest.fixture(scope="session")
+def sim_pair(tmp_path_factory) -> tuple[Path, Path]:
+    """A small labelled sim SDSS store and the same galaxies seen by sim DES."""
+    base = tmp_path_factory.mktemp("sim")
+    return (make_sim_store(base / "sdss.zarr", "sdss", n=96),
+            make_sim_store(base / "des.zarr", "des", n=96))
+
+
+def write_image_folder(folder: Path, n: int = 24, size: int = 40, seed: int = 0) -> Path:
+    """PNG cutouts named <id>.png and a catalog.csv with labels 0/1/2 and positions."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = ["objid,klass,ra,dec"]
+    for i in range(n):
+        label = i % 3
+        yy, xx = np.mgrid[:size, :size] - size / 2
+        blob = np.exp(-(xx**2 + (yy * (1 + label)) ** 2) / 40.0)
+        img = np.clip(blob[..., None] * 200 + rng.normal(20, 5, (size, size, 3)), 0, 255)
+        Image.fromarray(img.astype(np.uint8)).save(folder / f"obj{i:03d}.png")
+        rows.append(f"obj{i:03d},{label},{150 + i * 0.01:.5f},{2 + i * 0.01:.5f}")
+    (folder / "catalog.csv").write_text("\n".join(rows) + "\n")
+    return folder
