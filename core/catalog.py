@@ -4,7 +4,8 @@ Each chunk of predictions is written as its own Parquet part inside `<out>.parti
 a manifest saying what is being predicted. A killed `predict` run again finds the parts
 already written and continues after them, so no row is lost or duplicated. When all parts
 exist they are streamed into the requested format under a temporary name, then renamed:
-the final catalog appears complete or not at all.
+the final catalog appears complete or not at all. Every format is merged part by part, so
+memory stays flat however many rows the catalog has.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def catalog_format(path: Path) -> str:
 class PartWriter:
     """Chunk parts under `<out>.partial/`; `done_chunks()` tells a resumed run where to start."""
 
-    def __init__(self, out: Path, manifest: dict, overwrite: bool = False):
+    def __init__(self, out: Path, manifest: dict, overwrite: bool = False, shard: bool = False):
         self.out = Path(out)
         self.fmt = catalog_format(self.out)
         if self.out.exists() and not overwrite:
@@ -46,20 +47,24 @@ class PartWriter:
             raise UserError(f"output folder {parent} is not writable; choose another --out")
         self.dir = self.out.with_name(self.out.name + ".partial")
         self.dir.mkdir(exist_ok=True)
-        self._lock = locked(self.dir, "catalog")
-        self._lock.__enter__()
+        self._lock = None
         mpath = self.dir / "manifest.json"
-        if mpath.exists() and json.loads(mpath.read_text()) != manifest:
-            for p in self.dir.glob("part-*.parquet"):  # a different job: start over
-                p.unlink()
-        mpath.write_text(json.dumps(manifest))
+        if not shard:
+            self._lock = locked(self.dir, "catalog")  # shards share the folder by design
+            self._lock.__enter__()
+            if mpath.exists() and json.loads(mpath.read_text()) != manifest:
+                for p in self.dir.glob("part-*.parquet"):  # a different job: start over
+                    p.unlink()
+        elif mpath.exists() and json.loads(mpath.read_text()) != manifest:
+            raise UserError(f"{self.dir} holds parts of a different prediction job; "
+                            f"remove it or use another --out")
+        tmp = mpath.with_name(f".manifest.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(manifest))
+        os.replace(tmp, mpath)
 
-    def done_chunks(self) -> int:
+    def done_chunks(self) -> set[int]:
         """Parts are written under a temporary name and renamed, so any part present is whole."""
-        n = 0
-        while (self.dir / f"part-{n:06d}.parquet").exists():
-            n += 1
-        return n
+        return {int(p.stem.split("-")[1]) for p in self.dir.glob("part-*.parquet")}
 
     def write_chunk(self, i: int, columns: dict[str, np.ndarray]) -> None:
         tmp = self.dir / f".part-{i:06d}.tmp"
@@ -78,9 +83,7 @@ class PartWriter:
                 for p in parts:
                     w.write_table(pq.read_table(p))
         else:
-            from astropy.table import Table, vstack
-            table = vstack([Table(pq.read_table(p).to_pydict()) for p in parts])
-            table.write(tmp, format="fits", overwrite=True)
+            write_fits_streaming(parts, tmp)
         os.replace(tmp, self.out)
         self.close()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -90,3 +93,92 @@ class PartWriter:
         if self._lock is not None:
             self._lock.__exit__(None, None, None)
             self._lock = None
+
+    def wait_for(self, n_chunks: int, timeout: float) -> None:
+        """Rank 0 waits for the other ranks' parts before merging."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while len(self.done_chunks()) < n_chunks:
+            if time.monotonic() > deadline:
+                missing = n_chunks - len(self.done_chunks())
+                raise UserError(f"{missing} prediction parts never appeared in {self.dir}; "
+                                f"a rank failed — run the same command again to finish")
+            time.sleep(0.2)
+
+
+# FITS binary-table codes of the numeric column types a catalog holds.
+_FITS_CODES = {"float32": "E", "float64": "D", "int16": "I", "int32": "J", "int64": "K",
+               "uint8": "B"}
+
+
+def _fits_layout(parts: list[Path]) -> tuple[np.dtype, list, int]:
+    """(big-endian row dtype, FITS columns, total rows) for the parts' shared schema.
+
+    Strings are fixed width in FITS, so string widths need one pass over the string
+    columns of every part first; only those columns are read.
+    """
+    import pyarrow.compute as pc
+    from astropy.io import fits
+
+    schema = pq.read_schema(parts[0])
+    nrows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+    strings = [f.name for f in schema if pa.types.is_string(f.type) or
+               pa.types.is_large_string(f.type)]
+    width = dict.fromkeys(strings, 1)
+    for p in parts:
+        t = pq.read_table(p, columns=strings)
+        for name in strings:
+            longest = pc.max(pc.binary_length(t.column(name))).as_py()
+            width[name] = max(width[name], longest or 0)
+    fields, columns = [], []
+    for f in schema:
+        if f.name in width:
+            fields.append((f.name, f"S{width[f.name]}"))
+            columns.append(fits.Column(name=f.name, format=f"{width[f.name]}A"))
+            continue
+        try:
+            kind = np.dtype(f.type.to_pandas_dtype()).name
+        except (NotImplementedError, TypeError):
+            kind = str(f.type)
+        code = _FITS_CODES.get(kind)
+        if code is None:
+            raise UserError(f"catalog column {f.name} has type {f.type}, which the FITS "
+                            f"writer does not support; write .parquet or .csv instead")
+        fields.append((f.name, np.dtype(kind).newbyteorder(">")))
+        columns.append(fits.Column(name=f.name, format=code))
+    return np.dtype(fields), columns, nrows
+
+
+def write_fits_streaming(parts: list[Path], path: Path) -> None:
+    """Write the parts as one FITS binary table, one part in memory at a time.
+
+    The header is written first with the final row count (NAXIS2) and the rows are
+    appended part by part through astropy's StreamingHDU, which pads the last block.
+    """
+    from astropy.io import fits
+
+    dtype, columns, nrows = _fits_layout(parts)
+    if path.exists():
+        path.unlink()
+    if nrows == 0:  # StreamingHDU refuses a zero-size payload; an empty table is tiny anyway
+        fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(columns, nrows=0)]
+                     ).writeto(path)
+        return
+    header = fits.BinTableHDU.from_columns(columns, nrows=0).header
+    header["NAXIS2"] = nrows
+    with fits.StreamingHDU(path, header) as hdu:
+        for p in parts:
+            t = pq.read_table(p)
+            rows = np.empty(t.num_rows, dtype=dtype)
+            for name in dtype.names:
+                values = t.column(name).to_numpy(zero_copy_only=False)
+                if dtype[name].kind == "S":
+                    try:
+                        values = np.char.encode(values.astype(str), "ascii")
+                    except UnicodeEncodeError:
+                        raise UserError(f"catalog column {name} holds non-ASCII text, which "
+                                        f"FITS cannot store; write .parquet or .csv "
+                                        f"instead") from None
+                rows[name] = values
+            hdu.write(rows.view(np.uint8))

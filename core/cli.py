@@ -20,8 +20,8 @@ from . import __version__
 from .errors import UserError
 from .registry import get_registry
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(help="Transfer deep classifiers between astronomical surveys.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 plugins_app = typer.Typer(help="Inspect installed plugins.", no_args_is_help=True)
@@ -108,12 +108,12 @@ def train(
 @app.command()
 def evaluate(run: RunArg, data: DataOpt,
              split: Annotated[str, typer.Option(help="test | val | train | all")] = "test"):
-    """Measure a run on a store; writes metrics.json and a report into the run directory."""
+    """Metrics, calibration and label-free scores of a run or seed ensemble, with a report."""
     from .engine.evaluate import evaluate_run
-    from .engine.report import rich_table
+    from .engine.evaluation_report import print_evaluation
 
     metrics = evaluate_run(run, data, split)
-    console.print(rich_table(metrics))
+    print_evaluation(metrics, console)
     console.print(f"metrics and report in {metrics['report_dir']}")
 
 
@@ -134,13 +134,21 @@ def predict(run: RunArg, data: DataOpt,
 
 @app.command()
 def embed(run: RunArg, data: DataOpt,
-          split: Annotated[str, typer.Option(help="test | val | train | all")] = "all"):
-    """Write penultimate-layer features of a run into the store (runs/<run_id>/embeddings)."""
+          split: Annotated[str, typer.Option(help="test | val | train | all")] = "all",
+          map_: Annotated[Optional[str], typer.Option("--map", help="draw a tsne | umap map")] = None,
+          dims: Annotated[int, typer.Option(help="map dimensions: 2 or 3")] = 2,
+          clusters: Annotated[Optional[int], typer.Option(help="k-means K; purity vs labels")] = None):
+    """Write penultimate-layer features into the store; optionally map (PNG) and cluster them."""
     from .engine.predict import embed_store
 
     res = embed_store(run, data, split)
     console.print(f"[green]embedded[/] {res['n']} objects ({res['dim']}-d) into "
                   f"{data}/runs/{res['run_id']}/embeddings")
+    if map_ or clusters:
+        from .engine.embedding import map_embedding, summary_lines
+
+        for line in summary_lines(map_embedding(run, data, split, map_, dims, clusters)):
+            console.print(line)
 
 
 @app.command()

@@ -30,6 +30,8 @@ DEFAULT_PLUGINS = (
     "astrotransfer.plugins.adapters",
     "astrotransfer.plugins.trainers",
     "astrotransfer.plugins.crossmatch",
+    "astrotransfer.plugins.distributed",
+    "astrotransfer.plugins.analysis",
 )
 KINDS = ("survey", "backbone", "adapter", "trainer")
 _HOOK_OF_KIND = {

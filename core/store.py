@@ -66,7 +66,9 @@ class CutoutStore:
         c, h, w = image_shape
         if chunk_n is None:  # about 4 MB per chunk keeps reads efficient for any cutout size
             chunk_n = max(16, min(4096, (4 << 20) // (c * h * w * np.dtype(dtype).itemsize)))
-        group = zarr.open_group(str(path), mode="w")
+        # "a", not "w": "w" deletes and recreates the folder, which would orphan the lock
+        # a writer holds on it
+        group = zarr.open_group(str(path), mode="a")
         group.create_array("images", shape=(0, c, h, w), chunks=(chunk_n, c, h, w), dtype=dtype)
         for name, dt in PER_OBJECT.items():
             group.create_array(name, shape=(0,), chunks=(max(chunk_n, 4096),), dtype=dt)

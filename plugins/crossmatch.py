@@ -39,7 +39,8 @@ def run_crossmatch(a: Path, b: Path, radius: str, out: Path, ra_a=None, dec_a=No
                    ra_b=None, dec_b=None) -> dict:
     radius_arcsec = parse_radius(radius)
     table_a = read_table(a, flag="argument A")
-    table_b = table_a if Path(b).resolve() == Path(a).resolve() else read_table(b, flag="argument B")
+    same = Path(b).resolve() == Path(a).resolve()  # one file, two column pairs: read it once
+    table_b = table_a if same else read_table(b, flag="argument B")
     cols = (guess_column(table_a, RA_NAMES, ra_a, a, "--ra-a"),
             guess_column(table_a, DEC_NAMES, dec_a, a, "--dec-a"),
             guess_column(table_b, RA_NAMES, ra_b, b, "--ra-b"),

@@ -64,7 +64,7 @@ class StandardTrainer:
                 ctx.adapter_module.load_state_dict(st["adapter"])
             opt.load_state_dict(st["optimizer"])
             start, best_val = int(st["epoch"]) + 1, float(st["best_val_loss"])
-            ctx.run.truncate_epochs(int(st["epoch"]))
+            ctx.run.truncate_epochs(int(st["epoch"]) + 1)  # records count epochs from 1
             log.info("resuming %s at epoch %d", ctx.run.path, start + 1)
         n = len(ctx.x_train)
         steps_per_epoch = max(1, (n + cfg.batch_size - 1) // cfg.batch_size)

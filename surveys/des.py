@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .fits_cutouts import FrameSurvey
+from .frame_survey import FrameSurvey
 from .sdss import gz_label_options, gz_make_labels
 
 

@@ -1,7 +1,6 @@
 """From survey frames (FITS images with a WCS) to aligned multi-band cutouts.
 
-Shared by every FITS survey (sdss, des, hst-phangs, lsst); a survey module only states its
-facts (bands, pixel scale, file naming, catalog columns, label rule).
+Shared by every FITS survey (sdss, des, hst-phangs, lsst) through `frame_survey.FrameSurvey`.
 
 Alignment. Each band is cut from its own frame with that frame's own WCS, by RA/Dec, then
 resampled with `reproject` onto one output grid per object: a north-up, east-left tangent
@@ -43,11 +42,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from reproject import reproject_interp
 
 from astrotransfer.errors import SkipObject, UserError
-from astrotransfer.survey import (FLAG_BAND_MISSING, FLAG_NAN_FILLED, FLAG_PADDED, Candidate,
-                                  IngestSource, Option, Survey)
-
-from .catalogs import ids_as_str, load_positions
-from .normalize import METHODS, check_method, normalize
+from astrotransfer.survey import FLAG_BAND_MISSING, FLAG_NAN_FILLED, FLAG_PADDED
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.fz", ".fits.gz", ".fit.gz",
                  ".fits.bz2", ".fit.bz2")
@@ -284,11 +279,12 @@ def cut_band(frames: FrameSet, band: str, ra: float, dec: float, grid, opts) -> 
                 f"% of the stamp is off the image; --pad-edges pads instead)")))
             continue
         try:
-            res = _resample(frames, f, band, ra, dec, grid, inside, opts["blank_zero"])
-        except Exception as exc:
+            cut = _read_cutout(frames, f, ra, dec, grid)
+        except Exception as exc:  # damaged since open(): remember, so later objects skip fast
             f.error = f"{type(exc).__name__}: {exc}"
             failures.append(BandResult(reason=f"frame {f.name} unreadable: band {band}, {f.error}"))
             continue
+        res = _resample(cut, f.name, band, grid, inside, opts["blank_zero"])
         if res.image is not None:
             return res
         failures.append(res)
@@ -296,26 +292,32 @@ def cut_band(frames: FrameSet, band: str, ra: float, dec: float, grid, opts) -> 
     return real[0] if real else failures[0]
 
 
-def _resample(frames, f, band, ra, dec, grid, inside, blank_zero) -> BandResult:
+def _read_cutout(frames: FrameSet, f: Frame, ra: float, dec: float, grid) -> Cutout2D:
+    """The frame pixels under the stamp (its diagonal plus an interpolation margin)."""
     out_wcs, _, size = grid
     scale = float(abs(out_wcs.wcs.cdelt[1])) * 3600.0
     frame_scale = float(np.mean(proj_plane_pixel_scales(f.wcs))) * 3600.0
-    half = size * scale * math.sqrt(0.5) / frame_scale + 3  # stamp diagonal plus interpolation
-    cut = Cutout2D(frames.pixels(f), SkyCoord(ra, dec, unit="deg"), 2 * math.ceil(half) + 1,
-                   wcs=f.wcs, mode="trim", copy=True)
+    half = size * scale * math.sqrt(0.5) / frame_scale + 3
+    return Cutout2D(frames.pixels(f), SkyCoord(ra, dec, unit="deg"), 2 * math.ceil(half) + 1,
+                    wcs=f.wcs, mode="trim", copy=True)
+
+
+def _resample(cut: Cutout2D, name: str, band: str, grid, inside, blank_zero) -> BandResult:
+    """Onto the output grid; blank pixels filled (flagged) unless the core is mostly blank."""
+    out_wcs, _, size = grid
     data = np.asarray(cut.data, dtype=np.float32)
     if blank_zero:  # drizzled mosaics mark "no exposure" with exact zeros, not NaN
         data = np.where(data == 0.0, np.float32(np.nan), data)
-    img, _ = reproject_interp((data, cut.wcs), out_wcs, shape_out=(size, size),
-                              order="bilinear", return_footprint=True)
+    img, _ = reproject_interp((data, cut.wcs), out_wcs, shape_out=(size, size), order="bilinear",
+                              roundtrip_coords=False)
     blank = inside & ~np.isfinite(img)
     q = size // 4
     central = blank[q:size - q, q:size - q].mean()
     if central > BLANK_LIMIT:
         if blank_zero:
-            return BandResult(uncovered=True, reason=f"no data at the object in {f.name}")
+            return BandResult(uncovered=True, reason=f"no data at the object in {name}")
         return BandResult(reason=f"mostly blank: band {band}, {100 * central:.0f}% of the "
-                                 f"central region is NaN/masked in frame {f.name}")
+                                 f"central region is NaN/masked in frame {name}")
     flags = 0
     if blank.any():
         img[blank] = np.nanmedian(img[inside & ~blank]) if (inside & ~blank).any() else 0.0
@@ -341,11 +343,11 @@ def cut_object(frames: FrameSet, bands: tuple[str, ...], ra: float, dec: float, 
     missing = [b for b, r in results.items() if r.uncovered]
     if len(missing) == len(bands):
         raise SkipObject(f"off frame: no frame of any band covers RA={ra:.6f} Dec={dec:.6f}"
-                         + _problem_note(frames, None))
+                         + problem_note(frames, None))
     if len(missing) > max_missing:
         allowed = "none" if max_missing == 0 else f"at most {max_missing}"
         raise SkipObject(f"no coverage: band(s) {', '.join(missing)} ({allowed} may be "
-                         f"missing)" + _problem_note(frames, missing[0]))
+                         f"missing)" + problem_note(frames, missing[0]))
     flags = FLAG_BAND_MISSING if missing else 0
     stack = np.zeros((len(bands), size, size), np.float32)
     for i, b in enumerate(bands):
@@ -355,9 +357,9 @@ def cut_object(frames: FrameSet, bands: tuple[str, ...], ra: float, dec: float, 
     return stack, flags, [bands.index(b) for b in missing]
 
 
-def _problem_note(frames: FrameSet, band: str | None) -> str:
+def problem_note(frames: FrameSet, band: str | None, unplaced: bool = True) -> str:
     """Frames with no usable WCS might have covered the object: name them in the reason."""
-    probs = frames.problems(band, unplaced=True)
+    probs = frames.problems(band, unplaced=unplaced)
     if not probs:
         return ""
     more = f" and {len(probs) - 1} more" if len(probs) > 1 else ""
@@ -370,151 +372,3 @@ def filename_band(patterns: tuple[re.Pattern, ...], path: Path) -> tuple[str | N
         if m:
             return m.group("band"), (m.groupdict().get("tag") or "")
     return None, ""
-
-
-# ---- the survey base class --------------------------------------------------------------
-@dataclass
-class FrameSource(IngestSource):
-    frame_set: FrameSet | None = None
-    rows: list[Candidate] = field(default_factory=list)
-    pad_edges: bool = False
-    blank_zero: bool = False
-    max_missing: int = 0
-
-    def candidates(self) -> list[Candidate]:
-        return list(self.rows)
-
-    def load(self, cand: Candidate) -> tuple[np.ndarray, int]:
-        skip, tag = cand.payload
-        if skip:
-            raise SkipObject(skip)
-        img, flags, missing = cut_object(self.frame_set, self.bands, cand.ra, cand.dec,
-                                         self.image_size, self.pixel_scale, self.pad_edges,
-                                         self.blank_zero, self.max_missing, tag)
-        keep = [i for i in range(len(self.bands)) if i not in missing]
-        img[keep] = normalize(img[keep], self.normalization)  # missing bands stay exactly 0
-        return img, flags
-
-
-class FrameSurvey(Survey):
-    """A survey whose pixels are FITS frames with a WCS; subclasses state the facts."""
-
-    default_bands: tuple[str, ...] = ()
-    default_size = 64
-    default_normalization = "asinh"
-    zero_points: dict[str, float] = {}
-    magnitude_system = "AB"
-    flux_unit = ""
-    id_column, ra_column, dec_column = "id", "ra", "dec"
-    tag_column: str | None = None  # catalog column naming the frame/tile an object belongs to
-    filename_patterns: tuple[re.Pattern, ...] = ()
-    naming = ""  # the file-name convention in words, for error messages
-    band_aliases: dict[str, str] = {}
-    image_extnames: tuple[str, ...] = ()
-    blank_zero = False  # exact zeros mean "no data" (drizzled mosaics)
-    max_missing_bands = 0  # bands an object may lack (filled with zeros, flagged)
-
-    def __init__(self):
-        self.options = [
-            Option("frames", str, ..., "folder or glob of FITS frames; the band comes from "
-                   "the file name, else the FILTER/BAND header"),
-            Option("catalog", Path, ..., "object catalog: .csv, .fits, .parquet, .vot or "
-                   "header-less .tab"),
-            Option("size", int, self.default_size, "cutout size in pixels"),
-            Option("bands", str, ",".join(self.default_bands),
-                   f"comma-separated bands, from {','.join(self.bands)}"),
-            Option("normalization", str, self.default_normalization,
-                   f"pixel normalization: {'|'.join(METHODS)}"),
-            Option("pad_edges", bool, False, "pad objects near a frame edge with zeros "
-                   "(flagged) instead of skipping them"),
-            Option("id_column", str, self.id_column, "catalog column with the object id"),
-            Option("ra_column", str, self.ra_column, "catalog RA column (deg or sexagesimal)"),
-            Option("dec_column", str, self.dec_column, "catalog Dec column (deg or sexagesimal)"),
-            *self.label_options(),
-        ]
-
-    # ---- facts a subclass may refine ----
-    def label_options(self) -> list[Option]:
-        return []
-
-    def make_labels(self, table, opts: dict, path) -> tuple[np.ndarray, list, list[str], str]:
-        """(labels, per-row skip reasons or None, class names, rule recorded in the store)."""
-        return np.full(len(table), -1, np.int32), [None] * len(table), [], "none"
-
-    def band_from_filename(self, path: Path) -> tuple[str | None, str]:
-        band, tag = filename_band(self.filename_patterns, path)
-        return (match_band(band, self.bands, self.band_aliases) if band else None), tag
-
-    def band_from_header(self, value: str) -> str | None:
-        tokens = value.split()[:1]
-        tokens += re.split(r"[_\-]", tokens[0]) if tokens else []
-        for tok in tokens:
-            band = match_band(tok, self.bands, self.band_aliases)
-            if band:
-                return band
-        return None
-
-    # ---- opening a run ----
-    def _resolve(self, given: dict) -> dict:
-        known = {o.name: o for o in self.options}
-        unknown = sorted(set(given) - set(known))
-        if unknown:
-            raise UserError(f"survey {self.name} has no option {', '.join(unknown)}; "
-                            f"see `astrotransfer ingest {self.name} --help`")
-        opts = {n: given.get(n, o.default) for n, o in known.items()}
-        for n, v in opts.items():
-            if v is ...:
-                raise UserError(f"ingest {self.name} needs --{n.replace('_', '-')}")
-        return opts
-
-    def parse_bands(self, text: str) -> tuple[str, ...]:
-        chosen = set()
-        for tok in (t.strip() for t in str(text).split(",") if t.strip()):
-            band = match_band(tok, self.bands, self.band_aliases)
-            if band is None:
-                raise UserError(f"unknown band '{tok}' for {self.name}; choose --bands from "
-                                f"{','.join(self.bands)}")
-            chosen.add(band)
-        if not chosen:
-            raise UserError(f"--bands is empty; give e.g. {','.join(self.default_bands)}")
-        return tuple(b for b in self.bands if b in chosen)  # canonical survey order
-
-    def open(self, **options) -> FrameSource:
-        opts = self._resolve(options)
-        size, norm = int(opts["size"]), check_method(opts["normalization"])
-        if size < 8:
-            raise UserError(f"--size {size} is too small; use at least 8 pixels")
-        bands = self.parse_bands(opts["bands"])
-        files = find_frame_files(str(opts["frames"]))
-        frame_set = FrameSet([read_frame(p, self) for p in files])
-        problems = frame_set.problems()
-        if len(problems) == len(files):
-            raise UserError(f"none of the {len(files)} frames in {opts['frames']} is usable "
-                            f"(e.g. {problems[0]}); check --frames")
-        lacking = [b for b in bands if b not in frame_set.by_band]
-        if len(lacking) > self.max_missing_bands:
-            raise UserError(f"no usable frame for band(s) {', '.join(lacking)} in "
-                            f"{opts['frames']}; add those frames or drop the band(s) from "
-                            f"--bands" + _problem_note(frame_set, lacking[0]))
-        path = Path(opts["catalog"])
-        pos = load_positions(path, opts["id_column"], opts["ra_column"], opts["dec_column"])
-        labels, label_skips, class_names, rule = self.make_labels(pos.table, opts, path)
-        tags = (ids_as_str(pos.table[self.tag_column])
-                if self.tag_column and self.tag_column in pos.table.colnames else None)
-        rows = []
-        for i, oid in enumerate(pos.ids):
-            skip = pos.reason[i] or label_skips[i]
-            tag = tags[i] if tags is not None else ""
-            rows.append(Candidate(oid or f"row{i + 1}", float(pos.ra[i]), float(pos.dec[i]),
-                                  int(labels[i]), (skip, tag)))
-        return FrameSource(
-            survey=self.name, bands=bands, pixel_scale=self.pixel_scale, image_size=size,
-            psf_fwhm={b: self.psf_fwhm[b] for b in bands}, class_names=class_names,
-            normalization=norm, frame_set=frame_set, rows=rows,
-            pad_edges=bool(opts["pad_edges"]), blank_zero=self.blank_zero,
-            max_missing=self.max_missing_bands,
-            extra_attrs={"zero_points": {b: self.zero_points.get(b) for b in bands},
-                         "magnitude_system": self.magnitude_system, "flux_unit": self.flux_unit,
-                         "frames": str(opts["frames"]), "n_frames": len(files),
-                         "frame_problems": problems[:50], "catalog": str(path),
-                         "label_rule": rule})

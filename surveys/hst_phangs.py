@@ -22,7 +22,7 @@ from astrotransfer.errors import UserError
 from astrotransfer.survey import Option
 
 from .catalogs import LEGUS_CLASSES, LEGUS_COLUMNS, column_values, legus_labels, require_column
-from .fits_cutouts import FrameSurvey
+from .frame_survey import FrameSurvey
 
 
 class HSTPhangsSurvey(FrameSurvey):
@@ -38,7 +38,7 @@ class HSTPhangsSurvey(FrameSurvey):
                    "F814W": 25.94}
     magnitude_system = "AB zero points; LEGUS/PHANGS catalog magnitudes are Vega"
     flux_unit = "electrons/s"
-    id_column, ra_column, dec_column = LEGUS_COLUMNS["id"], LEGUS_COLUMNS["ra"], LEGUS_COLUMNS["dec"]
+    id_column, ra_column, dec_column = (LEGUS_COLUMNS[k] for k in ("id", "ra", "dec"))
     filename_patterns = (re.compile(r"^(?:.*[_.\-])?(?P<band>[fF]\d{3}[wWmMnN])(?:[_.\-].*)?$"),)
     naming = "a _f<nnn>w_ filter token, e.g. hlsp_legus_hst_wfc3_ngc1566_f275w_v1_drc.fits"
     band_aliases = {"f435w": "F438W", "f606w": "F555W"}

@@ -18,7 +18,8 @@ from astrotransfer.errors import UserError
 from astrotransfer.survey import Option
 
 from .catalogs import column_values, require_column
-from .fits_cutouts import FrameSurvey, match_band
+from .fits_cutouts import match_band
+from .frame_survey import FrameSurvey
 
 
 class LSSTSurvey(FrameSurvey):

@@ -16,7 +16,7 @@ from astrotransfer.errors import UserError
 from astrotransfer.survey import Option
 
 from .catalogs import GZ_CLASSES, GZ_DECIMALS, galaxy_zoo_labels
-from .fits_cutouts import FrameSurvey
+from .frame_survey import FrameSurvey
 
 GZ_VOTE_COLUMNS = {"debiased": ("P_EL_DEBIASED", "P_CS_DEBIASED"), "raw": ("P_EL", "P_CS")}
 
@@ -70,7 +70,8 @@ class SDSSSurvey(FrameSurvey):
         re.compile(r"^frame-(?P<band>[ugriz])-(?P<tag>\d{6}-\d-\d{4})\.fits(?:\.bz2|\.gz)?$"),
         re.compile(r"^(?:fpC|drC)-(?P<tag>\d{6})-(?P<band>[ugriz])\d-\d{4}\.fits?(?:\.gz|\.bz2)?$"),
     )
-    naming = "frame-<band>-<run>-<camcol>-<field>.fits[.bz2] or fpC-<run>-<band><camcol>-<field>.fit"
+    naming = ("frame-<band>-<run>-<camcol>-<field>.fits[.bz2] or "
+              "fpC-<run>-<band><camcol>-<field>.fit")
     default_size = 64
     default_normalization = "khan"
 

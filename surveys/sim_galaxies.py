@@ -64,7 +64,7 @@ def draw_galaxy(rng: np.random.Generator) -> dict:
     label = int(rng.random() < 0.5)
     p["label"] = label
     p["class_name"] = CLASS_NAMES[label]
-    z = float(np.clip(math.exp(rng.normal(math.log(0.07), 0.55)), 0.015, 0.35))
+    z = float(np.clip(math.exp(rng.normal(math.log(0.1), 0.55)), 0.02, 0.4))
     absmag = float(np.clip(rng.normal(-21.0 if label == 0 else -20.7, 0.9), -23.5, -18.0))
     dm, kpc_per_arcsec = distances(z)
     p.update(z=z, absmag_r=absmag, mag_r=absmag + dm)

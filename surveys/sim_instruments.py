@@ -47,7 +47,8 @@ class Instrument:
         sky_pix = 10.0 ** (-0.4 * self.sky[band]) * p ** 2  # in units of a magnitude-0 flux
         f5 = 10.0 ** (-0.4 * self.depth[band])
         a = 25.0 * npix * sky_pix
-        gain = (a + math.sqrt(a * a + 100.0 * npix * f5 ** 2 * self.read_noise ** 2)) / (2 * f5 ** 2)
+        disc = a * a + 100.0 * npix * f5 ** 2 * self.read_noise ** 2
+        gain = (a + math.sqrt(disc)) / (2 * f5 ** 2)
         return 2.5 * math.log10(gain)
 
     def electrons_per_nmgy(self, band: str) -> float:

@@ -10,6 +10,7 @@ in 0-based array indices.
 """
 from __future__ import annotations
 
+import copy
 import math
 from functools import lru_cache
 
@@ -36,7 +37,8 @@ def get_instrument(name: str) -> Instrument:
     try:
         return INSTRUMENTS[name]
     except KeyError:
-        raise ValueError(f"unknown instrument '{name}'; use one of {', '.join(INSTRUMENTS)}") from None
+        known = ", ".join(INSTRUMENTS)
+        raise ValueError(f"unknown instrument '{name}'; use one of {known}") from None
 
 
 def object_id(population: str, seed: int, index: int) -> str:
@@ -117,7 +119,7 @@ def scene(comps: list, band: str, psf: galsim.GSObject) -> galsim.GSObject:
 
 
 def _extras(params: dict, inst: Instrument, band: str, arr_e: np.ndarray, cx: float, cy: float,
-            uv0: tuple[float, float], jac: np.ndarray) -> None:
+            uv0: tuple[float, float], jac: np.ndarray, host: bool = True) -> None:
     """Pixel-level additions in electrons: the clusters' host disk and detector artifacts.
 
     The host disk is a function of sky position, so it matches between stamps and frames.
@@ -126,25 +128,26 @@ def _extras(params: dict, inst: Instrument, band: str, arr_e: np.ndarray, cx: fl
     """
     if params["population"] != "cluster":
         return
-    e = inst.electrons_per_nmgy(band)
-    ys, xs = np.indices(arr_e.shape, dtype=float)
-    du, dv = jac @ np.stack([(xs - cx).ravel(), (ys - cy).ravel()])
-    sb = sim_clusters.host_sb(uv0[0] + du, uv0[1] + dv, band).reshape(arr_e.shape)
-    arr_e += sb * abs(np.linalg.det(jac)) * e
+    if host:
+        ys, xs = np.indices(arr_e.shape, dtype=float)
+        du, dv = jac @ np.stack([(xs - cx).ravel(), (ys - cy).ravel()])
+        sb = sim_clusters.host_sb(uv0[0] + du, uv0[1] + dv, band).reshape(arr_e.shape)
+        arr_e += sb * abs(np.linalg.det(jac)) * inst.electrons_per_nmgy(band)
     sim_clusters.paint_artifact(arr_e, params, band, cx, cy)
 
 
 def draw_general(comps: list, params: dict, inst: Instrument, band: str, shape: tuple[int, int],
                  cx: float, cy: float, uv0: tuple[float, float], jac: np.ndarray,
-                 psf: galsim.GSObject | None = None) -> np.ndarray:
+                 host: bool = True) -> np.ndarray:
     """Noiseless electrons on an (ny, nx) grid with any local WCS `jac` (pixel -> u, v arcsec),
-    the object centred at 0-based array position (cx, cy). Used for frames and direct stamps."""
+    the object centred at 0-based array position (cx, cy). Used for frames and direct stamps;
+    frames add the clusters' host disk once for the whole field (`host=False` here)."""
     image = galsim.ImageD(shape[1], shape[0])
-    psf = band_psf(inst.name, band) if psf is None else psf
-    scene(comps, band, psf).drawImage(image=image, wcs=galsim.JacobianWCS(*jac.ravel()),
-                                      center=galsim.PositionD(cx + 1, cy + 1), method="auto")
+    wcs = galsim.JacobianWCS(*jac.ravel())
+    scene(comps, band, band_psf(inst.name, band)).drawImage(
+        image=image, wcs=wcs, center=galsim.PositionD(cx + 1, cy + 1), method="auto")
     arr = image.array * inst.electrons_per_nmgy(band)
-    _extras(params, inst, band, arr, cx, cy, uv0, jac)
+    _extras(params, inst, band, arr, cx, cy, uv0, jac, host)
     return arr
 
 
@@ -155,6 +158,8 @@ def draw_bands_fast(comps: list, inst: Instrument, bands: tuple[str, ...],
     Same arithmetic as galsim's drawImage(method='auto'), but on one k-space grid shared by
     every band: each part's Fourier image is drawn once and the bands differ only by fluxes
     and the PSF. This is what makes 6-band LSST stamps of many-armed spirals affordable.
+    It relies on galsim's drawFFT_makeKImage/_drawKImage/drawFFT_finish split (galsim 2.x);
+    tests compare it with drawImage so a galsim change cannot slip by silently.
     """
     wcs = galsim.PixelScale(inst.pixel_scale)
     shift = (size - 1) / 2 - size // 2  # object at the array's geometric centre
@@ -166,10 +171,16 @@ def draw_bands_fast(comps: list, inst: Instrument, bands: tuple[str, ...],
     psfs = {b: wcs.profileToImage(band_psf(inst.name, b)) for b in bands}
     unit = galsim.Add(profs) if len(profs) > 1 else profs[0]
     n_fft, maxk = 0, 0.0
-    for b in bands:
+    # the grid is set by the sharpest PSF (largest maxk) and the widest (smallest stepk);
+    # sizing only those two saves galsim's costly maxk of truncated profiles per band
+    fwhm = {b: inst.psf_fwhm[b] for b in bands}
+    for b in {min(fwhm, key=fwhm.get), max(fwhm, key=fwhm.get)}:
         sizing = galsim.Convolve(unit, psfs[b], pix, gsparams=sim_galaxies.GSPARAMS)
         n_fft = max(n_fft, sizing.drawFFT_makeKImage(imview)[1])
         maxk = max(maxk, sizing.maxk)
+    # Huge nearby ellipticals would ask for 3000-pixel FFTs to keep their far wings from
+    # folding back; beyond four stamp widths what folds in is far below the sky noise.
+    n_fft = min(n_fft, galsim.Image.good_fft_size(max(4 * size, 128)))
     dk = 2 * np.pi / n_fft
     nk = n_fft if n_fft * dk / 2 > maxk else int(np.ceil(maxk / dk)) * 2
     kimage = galsim.ImageCD(galsim.BoundsI(0, nk // 2, -(nk // 2), nk // 2), scale=dk)
@@ -184,7 +195,8 @@ def draw_bands_fast(comps: list, inst: Instrument, bands: tuple[str, ...],
     for b in bands:
         total = sum(fluxes[b] * k for (_, fluxes), k in zip(comps, comp_k))
         kimage.array[...] = total * kdraw(psfs[b]) * pix_k
-        sizing.drawFFT_finish(imview, kimage, n_fft, False)
+        # drawFFT_finish only wraps and inverse-transforms kimage; its object is irrelevant
+        pix.drawFFT_finish(imview, kimage, n_fft, False)
         out[b] = imview.array.copy()
     return out
 
@@ -226,7 +238,7 @@ def render_stamp(instrument: str, seed: int, index: int, size: int = 64, *,
                             scale * scale)
         sb = arr / (e * scale * scale)
         out[c] = asinh_stretch(sb, inst.population) if normalize else sb
-    return out, int(p["label"]), p
+    return out, int(p["label"]), copy.deepcopy(p)
 
 
 def render_direct(instrument: str, seed: int, index: int, band: str, size: int = 64,

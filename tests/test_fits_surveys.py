@@ -93,11 +93,14 @@ def centroid(img):
 # ---- alignment on every survey --------------------------------------------------------------
 SURVEY_CASES = {
     # survey, frame name per band, writer kind, (ra0, dec0), size
-    "sdss": (SDSSSurvey(), lambda b: f"frame-{b}-000756-1-0206.fits.bz2", "primary", (150.0, 2.0), 32),
+    "sdss": (SDSSSurvey(), lambda b: f"frame-{b}-000756-1-0206.fits.bz2", "primary",
+             (150.0, 2.0), 32),
     "des": (DESSurvey(), lambda b: f"DES0000+0001_r2577p01_{b}.fits.fz", "fz", (0.005, 0.1), 48),
-    "hst-phangs": (HSTPhangsSurvey(), lambda b: f"hlsp_legus_hst_wfc3_ngc1566_{b.lower()}_v1_drc.fits",
+    "hst-phangs": (HSTPhangsSurvey(),
+                   lambda b: f"hlsp_legus_hst_wfc3_ngc1566_{b.lower()}_v1_drc.fits",
                    "primary", (65.0, -54.9), 50),
-    "lsst": (LSSTSurvey(), lambda b: f"deepCoadd_calexp_4431_17_{b}_DC2.fits", "lsst", (56.0, -30.0), 32),
+    "lsst": (LSSTSurvey(), lambda b: f"deepCoadd_calexp_4431_17_{b}_DC2.fits", "lsst",
+             (56.0, -30.0), 32),
 }
 OFFSETS = [(0, 0), (80, 50), (-90, -60)]
 
@@ -162,7 +165,8 @@ def test_flipped_band_really_is_mirrored_back(tmp_path):
     for k, band in enumerate("gri"):
         rot, flip, rel = VARIANTS[k]
         w = make_wcs(ra0, dec0, p * rel, rot, flip)
-        write_frame(frames / f"frame-{band}-000001-1-0001.fits", render(w, [east], 2.5 * p, p * rel), w)
+        write_frame(frames / f"frame-{band}-000001-1-0001.fits",
+                    render(w, [east], 2.5 * p, p * rel), w)
     cat = write_catalog(tmp_path / "c.csv", survey, [(ra0, dec0)])
     src = survey.open(frames=str(frames), catalog=cat, size=32, normalization="none")
     img, _ = src.load(src.candidates()[0])
@@ -343,7 +347,8 @@ def test_band_from_header_and_disagreement(tmp_path):
     frames.mkdir()
     w = make_wcs(10.0, -40.0, p)
     data = render(w, [(10.0, -40.0)], 2.5 * p, p)
-    write_frame(frames / "tile_a.fits.fz", data, w, "fz", {"FILTER": "g DECam SDSS c0001 4720.0 1520.0"})
+    write_frame(frames / "tile_a.fits.fz", data, w, "fz",
+                {"FILTER": "g DECam SDSS c0001 4720.0 1520.0"})
     write_frame(frames / "tile_b.fits", data, w, "primary", {"BAND": "r"})
     write_frame(frames / "DES0040-4000_r1p01_i.fits", data, w, "primary", {"FILTER": "z"})
     write_frame(frames / "LSST_like.fits", data, w, "lsst", {"BAND": "r_03"})

@@ -125,7 +125,7 @@ def test_killed_ingest_resumes_without_loss_or_duplicates(tmp_path):
 
 def test_second_writer_is_refused(tmp_path):
     out = tmp_path / "sim.zarr"
-    args = ["ingest", "sim", "--n", "300", "--size", "48", "--batch-size", "10", "--out", str(out)]
+    args = ["ingest", "sim", "--n", "3000", "--size", "64", "--batch-size", "10", "--out", str(out)]
     first = subprocess.Popen([sys.executable, "-m", "astrotransfer.cli", *args],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     partial = Path(str(out) + ".partial")

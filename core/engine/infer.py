@@ -1,8 +1,10 @@
 """Rebuild a trained model from its run directory and stream a store through it."""
 from __future__ import annotations
 
+import queue
+import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -12,6 +14,9 @@ from ..store import CutoutStore
 from .data import band_mapping, resize
 from .models import build_model, classify, features
 from .runs import RunDir, load_checkpoint
+
+T = TypeVar("T")
+_DONE = object()
 
 
 def load_run_model(run_path: Path | str, device: torch.device | None = None):
@@ -40,25 +45,97 @@ def check_compatible(info: dict, store: CutoutStore) -> list[int]:
     return band_mapping(info["bands"], store)
 
 
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Run `items` in a background thread, `depth` items ahead of the consumer.
+
+    zarr's decompression and numpy copies release the GIL, so the next chunk is read while
+    the model runs on this one. The queue is bounded, so memory holds at most `depth + 1`
+    chunks whatever the store size. An exception in the reader is re-raised here, and a
+    consumer that stops early (error, kill of the generator) stops the reader too.
+    """
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((True, _DONE))
+        except BaseException as exc:  # handed to the consumer, which owns error reporting
+            put((False, exc))
+
+    thread = threading.Thread(target=work, name="astrotransfer-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def image_chunks(store: CutoutStore, indices: np.ndarray, bands: list[int], image_size: int,
+                 batch_size: int, extra: Callable[[np.ndarray], dict] | None = None
+                 ) -> Iterator[tuple[np.ndarray, torch.Tensor, dict]]:
+    """(rows, model-ready images, extra columns) per chunk of `batch_size` rows, in order."""
+    for start in range(0, len(indices), batch_size):
+        rows = indices[start:start + batch_size]
+        x = resize(torch.from_numpy(store.read_images(rows)[:, bands]), image_size)
+        yield rows, x, (extra(rows) if extra is not None else {})
+
+
 @torch.no_grad()
 def stream_predictions(model, store: CutoutStore, indices: np.ndarray, bands: list[int],
                        image_size: int, batch_size: int = 256, with_features: bool = False,
-                       device: torch.device | None = None
+                       device: torch.device | None = None, prefetch_depth: int = 2
                        ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     """Yield (rows, probabilities, features) chunk by chunk: memory is flat in store size.
 
-    Rows are read in store order in slabs of `batch_size`, which are contiguous zarr reads.
+    Rows are read in store order in slabs of `batch_size`, which are contiguous zarr reads,
+    by a background thread that keeps the next chunks ready while the model runs.
     """
+    for rows, probs, feats, _ in stream_chunks(model, store, indices, bands, image_size,
+                                               batch_size, with_features, device,
+                                               prefetch_depth):
+        yield rows, probs, feats
+
+
+@torch.no_grad()
+def stream_chunks(model, store: CutoutStore, indices: np.ndarray, bands: list[int],
+                  image_size: int, batch_size: int = 256, with_features: bool = False,
+                  device: torch.device | None = None, prefetch_depth: int = 2,
+                  extra: Callable[[np.ndarray], dict] | None = None):
+    """`stream_predictions` plus per-chunk `extra(rows)` columns read by the same thread."""
     device = device or torch.device("cpu")
-    for start in range(0, len(indices), batch_size):
-        rows = indices[start:start + batch_size]
-        x = torch.from_numpy(store.read_images(rows)[:, bands])
-        x = resize(x, image_size).to(device)
-        feats = features(model, x)
+    chunks = image_chunks(store, indices, bands, image_size, batch_size, extra)
+    for rows, x, cols in prefetch(chunks, prefetch_depth):
+        feats = features(model, x.to(device))
         probs = torch.softmax(classify(model, feats).float(), dim=1)
-        yield rows, probs.cpu().numpy(), (feats.float().cpu().numpy() if with_features else None)
+        yield (rows, probs.cpu().numpy(),
+               feats.float().cpu().numpy() if with_features else None, cols)
 
 
 def entropy(probs: np.ndarray) -> np.ndarray:
     p = np.clip(probs, 1e-12, 1.0)
     return -(p * np.log(p)).sum(axis=1)
+
+
+def as_text(values) -> np.ndarray:
+    """A fixed-width str array from any string array: zarr 3 hands back numpy's variable-width
+    StringDType, which numpy refuses to cast straight to str."""
+    return np.asarray(values).astype(object).astype(str)

@@ -183,7 +183,9 @@ def _explicit_hub(provider, name, in_chans, num_classes, drop_rate, repo):
     except _Unavailable as exc:
         raise UserError(f"pretrained weights hf-hub:{repo} unavailable: {exc}; download them "
                         f"where there is internet or pass a local checkpoint file") from None
-    return model, f"weights from {where} via timm ({_hub_notes(in_chans, num_classes)})"
+    # the repository may hold a fine-tuned survey model, so timm decides what fits
+    return model, (f"weights from {where} via timm ({in_chans} bands, {num_classes} classes; "
+                   f"stem and head adapted by timm where the weights differ)")
 
 
 def _hub_model(name, repo, filename, in_chans, num_classes, drop_rate, explicit):

@@ -7,43 +7,77 @@ from pathlib import Path
 import numpy as np
 
 from ..catalog import PartWriter
+from ..errors import UserError
 from ..progress import progress_bar
 from ..store import CutoutStore, locked
-from .infer import check_compatible, entropy, load_run_model, stream_predictions
+from .infer import (as_text, check_compatible, entropy, load_run_model, stream_chunks,
+                    stream_predictions)
 
 
 def predict_catalog(run_path: Path, data: Path, out: Path, split: str = "all",
                     batch_size: int = 256, overwrite: bool = False,
-                    with_embedding: bool = False) -> dict:
+                    with_embedding: bool = False, rank: int = 0, world: int = 1,
+                    merge_timeout: float = 3600.0) -> dict:
+    """Predict every row of a split into a catalog.
+
+    Memory is flat in the number of objects: a background thread reads each chunk's
+    pixels and id/ra/dec slabs from zarr while the model runs on the previous chunk, and
+    every chunk goes straight to its own part file. With `world > 1`, rank r predicts the
+    chunks i with i % world == r into the shared `<out>.partial/` folder; rank 0 merges once
+    every part exists. Parts are keyed by their global chunk index, so the merged catalog is
+    identical to a single-process one, and a killed run continues after its last part.
+    """
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     model, info, run = load_run_model(run_path)
     store = CutoutStore.open(data)
     bands = check_compatible(info, store)
     rows = store.indices(split)
     manifest = {"run_id": info["run_id"], "store": str(Path(data).resolve()), "split": split,
                 "n": int(len(rows)), "batch_size": batch_size, "embedding": with_embedding}
-    writer = PartWriter(Path(out), manifest, overwrite=overwrite)
+    writer = PartWriter(Path(out), manifest, overwrite=overwrite, shard=world > 1)
     try:
         n_chunks = (len(rows) + batch_size - 1) // batch_size
-        start = writer.done_chunks()
-        ids, ra, dec = store.column("object_id"), store.column("ra"), store.column("dec")
-        names = info["class_names"]
-        with progress_bar("predict", n_chunks) as advance:
-            advance(start)
-            chunks = stream_predictions(model, store, rows[start * batch_size:], bands,
-                                        info["image_size"], batch_size, with_embedding)
-            for i, (r, probs, feats) in enumerate(chunks, start=start):
-                cols = {"object_id": ids[r].astype(str), "ra": ra[r], "dec": dec[r]}
-                cols.update({f"p_{c}": probs[:, k].astype(np.float32) for k, c in enumerate(names)})
-                cols["pred"] = np.asarray(names)[probs.argmax(1)]
+        done = writer.done_chunks()
+        mine = [i for i in range(rank, n_chunks, world) if i not in done]
+        names = np.asarray(info["class_names"])
+        with progress_bar("predict", len(mine)) as advance:
+            todo = np.concatenate([rows[i * batch_size:(i + 1) * batch_size] for i in mine]) \
+                if mine else rows[:0]
+            chunks = stream_chunks(model, store, todo, bands, info["image_size"], batch_size,
+                                   with_embedding, extra=lambda r: _positions(store, r))
+            for i, (r, probs, feats, cols) in zip(mine, chunks):
+                cols.update({f"p_{c}": probs[:, k].astype(np.float32)
+                             for k, c in enumerate(names)})
+                cols["pred"] = names[probs.argmax(1)]
                 cols["entropy"] = entropy(probs).astype(np.float32)
                 if feats is not None:
                     cols.update({f"emb_{j}": feats[:, j] for j in range(feats.shape[1])})
                 writer.write_chunk(i, cols)
                 advance(1)
+        if rank != 0:
+            return {"catalog": None, "n": int(len(rows)), "resumed_chunks": len(done)}
+        writer.wait_for(n_chunks, merge_timeout)
         path = writer.finish(n_chunks)
     finally:
         writer.close()
-    return {"catalog": str(path), "n": int(len(rows)), "resumed_chunks": start}
+    return {"catalog": str(path), "n": int(len(rows)), "resumed_chunks": len(done)}
+
+
+def _slab(arr, rows: np.ndarray) -> np.ndarray:
+    """Values of a per-object zarr column at sorted `rows`: one slab read when dense."""
+    lo, hi = int(rows[0]), int(rows[-1]) + 1
+    if hi - lo <= 4 * len(rows):
+        return np.asarray(arr[lo:hi])[rows - lo]
+    return np.asarray(arr.get_orthogonal_selection((rows,)))
+
+
+def _positions(store: CutoutStore, rows: np.ndarray) -> dict:
+    """A chunk's id, ra and dec, read beside its pixels so no whole column sits in memory."""
+    if len(rows) == 0:
+        return {"object_id": np.array([], dtype=str), "ra": np.array([]), "dec": np.array([])}
+    return {"object_id": as_text(_slab(store.group["object_id"], rows)),
+            "ra": _slab(store.group["ra"], rows), "dec": _slab(store.group["dec"], rows)}
 
 
 def embed_store(run_path: Path, data: Path, split: str = "all", batch_size: int = 256) -> dict:

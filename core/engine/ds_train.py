@@ -1,0 +1,361 @@
+"""The data-parallel training loop (trainer "deepspeed") and the rank-aware `train`.
+
+Every rank replays the single-process trainer's random stream for the *global* batch (the
+same permutation, the same target draws) and handles its interleaved share of it, and the
+adaptation losses are computed on features gathered from all ranks. With synced BN and no
+stochastic augmentation or dropout, N ranks with per-rank batch B therefore follow the same
+trajectory as one process with batch N x B, up to float summation order; tests check it.
+
+Only rank 0 writes the run directory (config, run.json, metrics, best.pt, last.pt, log
+lines); every rank writes its own DeepSpeed shard under <run>/deepspeed/ (ZeRO partitions
+optimizer state, so no single rank holds it all).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UserError
+from ..progress import progress_bar
+from ..registry import get_registry
+from .distributed import (agree, build_ds_config, convert_sync_batchnorm, eval_shard,
+                          gather_rows, global_steps, init_distributed, lr_at, micro_positions,
+                          plain_state_dict, ranks, resolve_options, row_counts, use_bf16)
+from .models import classify, features
+from .runs import RunDir, load_checkpoint, save_checkpoint
+
+log = logging.getLogger("astrotransfer")
+DS_DIR = "deepspeed"
+
+
+class PeerFailed(UserError):
+    """Another rank failed during set-up. `silent`: rank 0 failed too and says why."""
+
+    def __init__(self, message: str, silent: bool = False):
+        super().__init__(message)
+        self.silent = silent
+
+
+_state = {"agreed": False}
+
+
+def _agree(ok: bool) -> None:
+    """The one set-up handshake of this process (see `distributed.agree`)."""
+    if _state["agreed"]:
+        return
+    _state["agreed"] = True
+    flags = agree(ok)
+    if all(flags) or not ok:
+        return
+    failed = [i for i, f in enumerate(flags) if not f]
+    raise PeerFailed(f"stopped: rank(s) {', '.join(map(str, failed))} failed during set-up "
+                     f"(their error is above)", silent=ranks()[0] != 0 and 0 in failed)
+
+
+def uses_adapter(cfg, adapter) -> bool:
+    """Same rule as the standard trainer: pure fine-tuning needs no adapter pass."""
+    return not (not adapter.needs_target and cfg.adapt == "finetune"
+                and not (cfg.fisher or cfg.entropy))
+
+
+class AdaptNet(nn.Module):
+    """Backbone + adapter module as one module, so DeepSpeed sees (and ZeRO partitions)
+    every trained parameter and runs the whole loss inside its forward.
+
+    `forward(x)` gives logits (evaluation); `forward(xs, ys, xt, progress, scale)` gives
+    (objective, CE sum, adaptation loss, correct) for one micro-batch, where `scale` turns
+    this rank's CE sum into its share of the global batch mean.
+    """
+
+    def __init__(self, model: nn.Module, adapter, adapter_module: nn.Module | None, adapt: bool):
+        super().__init__()
+        self.model = model
+        self.adapter_module = adapter_module
+        self.adapter = adapter
+        self.adapt = adapt
+        self.input_dtype = torch.float32
+        self.channels_last = False
+
+    def _prep(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.input_dtype)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def forward(self, xs, ys=None, xt=None, progress: float = 0.0, scale: float = 1.0):
+        raw = features(self.model, self._prep(xs))
+        logits = classify(self.model, raw).float()
+        if ys is None:
+            return logits
+        ce_sum = F.cross_entropy(logits, ys, reduction="sum")
+        extra = logits.new_zeros(())
+        if self.adapt:
+            extra = self._adapt_loss(raw.float(), logits, ys, xt, progress)
+        correct = (logits.argmax(1) == ys).sum()
+        return ce_sum * scale + extra, ce_sum.detach(), extra.detach(), correct
+
+    def _adapt_loss(self, feats, logits, ys, xt, progress):
+        tf = tl = None
+        if xt is not None:
+            traw = features(self.model, self._prep(xt))
+            tl, tf = classify(self.model, traw).float(), traw.float()
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            counts = row_counts(len(ys), ys.device)
+            feats, logits, ys = gather_rows(feats, counts), gather_rows(logits, counts), \
+                gather_rows(ys, counts)
+            tf, tl = gather_rows(tf, counts), gather_rows(tl, counts)
+        amp = (torch.autocast(feats.device.type, dtype=torch.bfloat16)
+               if self.input_dtype == torch.bfloat16 else nullcontext())
+        with amp:  # a bf16 adapter module (DANN's discriminator) gets matching inputs
+            loss = self.adapter.loss(feats, logits, tf, tl, progress, self.adapter_module,
+                                     src_labels=ys)
+        return loss.float()
+
+
+class DeepSpeedTrainer:
+    name = "deepspeed"
+    description = ("data-parallel DeepSpeed loop: ZeRO 0-3, gloo on CPU / nccl on GPU; "
+                   "run it with `astrotransfer launch`")
+
+    def fit(self, ctx) -> None:
+        cfg = ctx.cfg
+        opts = resolve_options(cfg)
+        device = init_distributed(torch.device(opts.device) if opts.device else ctx.device)
+        if getattr(cfg, "stages", None):
+            raise UserError("progressive unfreezing (stages) is not supported by the deepspeed "
+                            "trainer; train with stages in one process, or drop them")
+        _agree(True)
+        rank, world, _ = ranks()
+        if opts.sync_bn and world > 1:
+            log.info("synced BatchNorm on %d layers", convert_sync_batchnorm(ctx.model))
+        state = ctx.resume_state
+        if state is not None:  # weights before initialize: ZeRO-3 partitions them there
+            ctx.model.load_state_dict(state["model"])
+            if ctx.adapter_module is not None and state.get("adapter"):
+                ctx.adapter_module.load_state_dict(state["adapter"])
+        engine, net = self._engine(ctx, opts, device, world)
+        micro, accum = engine.train_micro_batch_size_per_gpu(), engine.gradient_accumulation_steps()
+        ds_dir = ctx.run.path / DS_DIR
+        start, best_val = 0, float("inf")
+        if state is not None:
+            start, best_val = int(state["epoch"]) + 1, float(state["best_val_loss"])
+            self._load_ds_state(engine, ds_dir, state, world, opts.zero_stage, ctx.run.path)
+            if rank == 0:
+                ctx.run.truncate_epochs(int(state["epoch"]) + 1)  # records count from 1
+            log.info("resuming %s at epoch %d on %d rank(s)", ctx.run.path, start + 1, world)
+        n = len(ctx.x_train)
+        steps, dropped = global_steps(n, micro * accum * world, accum, world)
+        if dropped:
+            log.warning("the last %d objects of each epoch are skipped: too few to give each of "
+                        "%d ranks x %d micro-steps one", n % (micro * accum * world), world, accum)
+        manage_lr = "scheduler" not in engine.config
+        target = ctx.x_target if (net.adapt and ctx.x_target is not None
+                                  and len(ctx.x_target)) else None
+        log.info("%d rank(s) x batch %d x accumulation %d = global batch %d, ZeRO stage %d, %s",
+                 world, micro, accum, micro * accum * world, opts.zero_stage,
+                 "bf16" if net.input_dtype == torch.bfloat16 else "fp32")
+        for epoch in range(start, cfg.epochs):
+            t0 = time.perf_counter()
+            torch.manual_seed(cfg.seed * 100_003 + epoch + 1_000_003 * rank)
+            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same on all ranks
+            perm = torch.randperm(n, generator=gen)
+            engine.train()
+            sums = torch.zeros(4, dtype=torch.float64)  # CE sum, adapt x count, correct, count
+            lr = cfg.lr
+            bar = progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", steps) if rank == 0 \
+                else nullcontext(lambda *a, **k: None)
+            with bar as advance:
+                for step in range(steps):
+                    batch = perm[step * micro * accum * world:(step + 1) * micro * accum * world]
+                    m = len(batch)
+                    ti = (torch.randint(0, len(target), (m,), generator=gen)
+                          if target is not None else None)
+                    progress = (epoch * steps + step) / (cfg.epochs * steps)
+                    if manage_lr:
+                        lr = lr_at(epoch * steps + step, steps, cfg.lr, opts, world, accum)
+                        for group in engine.optimizer.param_groups:
+                            group["lr"] = lr
+                    for pos in micro_positions(m, accum, world, rank):
+                        pos = torch.from_numpy(pos)
+                        idx = batch[pos]
+                        xb = _augment(ctx.augment, ctx.x_train[idx]).to(device, non_blocking=True)
+                        yb = ctx.y_train[idx].to(device)
+                        xt = (_augment(ctx.augment, target[ti[pos]]).to(device, non_blocking=True)
+                              if ti is not None else None)
+                        objective, ce, extra, correct = engine(xb, yb, xt, progress,
+                                                               world * accum / m)
+                        engine.backward(objective)
+                        engine.step()
+                        sums += torch.tensor([ce.item(), extra.item() * len(idx),
+                                              correct.item(), len(idx)], dtype=torch.float64)
+                    advance(1, info=f"loss {float(ce) / max(1, len(idx)):.3f}")
+            if world > 1:
+                dist.all_reduce(sums)
+            val_loss, val_acc = self._evaluate(engine, ctx.x_val, ctx.y_val, device, world, rank)
+            count = max(1.0, float(sums[3]))
+            record = {"epoch": epoch + 1, "train_loss": float(sums[0]) / count,
+                      "adapt_loss": float(sums[1]) / count, "train_acc": float(sums[2]) / count,
+                      "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
+                      "seconds": round(time.perf_counter() - t0, 2), "world_size": world}
+            improved = val_loss < best_val
+            best_val = min(best_val, val_loss)
+            self._checkpoint(ctx, engine, net, opts.zero_stage, epoch, record, improved, best_val)
+
+    # ------------------------------------------------------------------ pieces
+
+    @staticmethod
+    def _engine(ctx, opts, device, world):
+        import deepspeed
+
+        net = AdaptNet(ctx.model, ctx.adapter, ctx.adapter_module,
+                       uses_adapter(ctx.cfg, ctx.adapter)).to(device)
+        if device.type == "cuda":  # NHWC is what tensor cores want for convolutions
+            net.to(memory_format=torch.channels_last)
+            net.channels_last = True
+        bf16 = use_bf16(opts, device)
+        conf = build_ds_config(ctx.cfg.batch_size, world, opts, bf16)
+        params = [p for p in net.parameters() if p.requires_grad]
+        client = None if "optimizer" in conf else torch.optim.AdamW(
+            params, lr=ctx.cfg.lr, weight_decay=ctx.cfg.weight_decay)
+        try:
+            engine, *_ = deepspeed.initialize(model=net, optimizer=client,
+                                              model_parameters=params, config=conf)
+        except (AssertionError, ValueError) as exc:
+            raise UserError(f"DeepSpeed refused the generated config ({_first_line(exc)}); "
+                            f"check --deepspeed-config and the launch options") from None
+        net.input_dtype = torch.bfloat16 if bf16 else torch.float32
+        if opts.compile:
+            engine.compile()
+        return engine, net
+
+    @staticmethod
+    def _load_ds_state(engine, ds_dir: Path, state: dict, world: int, stage: int, run: Path):
+        tag = state.get("ds_tag")
+        if not tag or not (ds_dir / tag).is_dir():
+            log.warning("%s has no DeepSpeed state to resume from; continuing from its weights "
+                        "with a fresh optimizer", run)
+            return
+        try:
+            path, _ = engine.load_checkpoint(str(ds_dir), tag=tag,
+                                             load_lr_scheduler_states=False)
+        except Exception as exc:
+            path, detail = None, _first_line(exc)
+        else:
+            detail = "no checkpoint found"
+        if path is None:
+            raise UserError(f"cannot resume {run} on {world} rank(s) with ZeRO stage {stage}: it "
+                            f"was saved by {state.get('world_size')} rank(s) with stage "
+                            f"{state.get('zero_stage')} ({detail}); launch it the same way")
+
+    @staticmethod
+    @torch.no_grad()
+    def _evaluate(engine, x, y, device, world, rank) -> tuple[float, float]:
+        """Each rank scores an equal-sized (padded) slice; sums are reduced over ranks."""
+        rows, weight = eval_shard(len(x), world, rank)
+        engine.eval()
+        sums = torch.zeros(2, dtype=torch.float64)
+        for i in range(0, len(rows), 256):
+            r = torch.from_numpy(rows[i:i + 256])
+            w = torch.from_numpy(weight[i:i + 256])
+            logits = engine(x[r].to(device)).float().cpu()
+            loss = F.cross_entropy(logits, y[r], reduction="none").double()
+            sums += torch.stack([(loss * w).sum(), ((logits.argmax(1) == y[r]).double() * w).sum()])
+        if world > 1:
+            dist.all_reduce(sums)
+        n = max(1, len(x))
+        return float(sums[0]) / n, float(sums[1]) / n
+
+    @staticmethod
+    def _checkpoint(ctx, engine, net, stage, epoch, record, improved, best_val) -> None:
+        """DeepSpeed state (all ranks) first, then rank 0's plain exports: last.pt names the
+        DeepSpeed tag, so a kill between the two resumes from the previous, complete tag."""
+        rank = ranks()[0]
+        ds_dir = ctx.run.path / DS_DIR
+        tag = f"epoch{epoch + 1:04d}"
+        engine.save_checkpoint(str(ds_dir), tag=tag, client_state={"epoch": epoch})
+        model = plain_state_dict(net.model, stage)
+        adapter = plain_state_dict(net.adapter_module, stage) if net.adapter_module else {}
+        if rank != 0:
+            return
+        if improved:
+            save_checkpoint(ctx.run.best, {"model": model, "epoch": epoch,
+                                           "val_loss": record["val_loss"],
+                                           "val_acc": record["val_acc"]})
+        save_checkpoint(ctx.run.last, {
+            "model": model, "adapter": adapter, "epoch": epoch, "best_val_loss": best_val,
+            "trainer": "deepspeed", "ds_tag": tag, "world_size": record["world_size"],
+            "zero_stage": stage})
+        ctx.run.append_epoch(record)
+        for old in ds_dir.glob("epoch*"):
+            if old.name != tag and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+        log.info("epoch %d/%d  loss %.4f  train acc %.3f  val loss %.4f  val acc %.3f%s",
+                 epoch + 1, ctx.cfg.epochs, record["train_loss"], record["train_acc"],
+                 record["val_loss"], record["val_acc"], "  *best" if improved else "")
+
+
+def _augment(augment, x: torch.Tensor) -> torch.Tensor:
+    if augment is None:
+        return x
+    return torch.stack([augment(xi) for xi in x])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+# ---------------------------------------------------------------- rank-aware train
+
+
+def train_distributed(cfg, resume: bool = False, single_process_train=None) -> RunDir:
+    """`train` for one rank of a launched job.
+
+    Rank 0 runs the normal single-process entry (`single_process_train`: lock, checks,
+    run directory, prepare, trainer). Other ranks prepare the same data and model against a
+    private scratch directory, so they never touch the run directory, then join the loop.
+    """
+    from .train import prepare, train as plain_train
+
+    single_process_train = single_process_train or plain_train
+    rank, world, _ = ranks()
+    if cfg.trainer == "standard":
+        cfg.trainer = "deepspeed"
+    _state["agreed"] = False
+    try:
+        if cfg.trainer != "deepspeed":
+            raise UserError(f"trainer '{cfg.trainer}' runs in one process only; under "
+                            f"`astrotransfer launch` use --trainer deepspeed")
+        opts = resolve_options(cfg)
+        if opts.device:
+            cfg.device = opts.device
+        if rank != 0:
+            log.setLevel(logging.ERROR)
+        from .train import pick_device
+        init_distributed(pick_device(cfg.device))
+        if rank == 0:
+            return single_process_train(cfg, resume)
+        with tempfile.TemporaryDirectory(prefix=f"astrotransfer-rank{rank}-") as scratch:
+            local = dataclasses.replace(cfg, out=str(Path(scratch) / "run"))
+            ctx = prepare(local, resume=False)
+            cfg.image_size = local.image_size
+            ctx.cfg, ctx.run = cfg, RunDir(Path(cfg.out))
+            ctx.resume_state = load_checkpoint(ctx.run.last) if resume else None
+            get_registry().get("trainer", "deepspeed").fit(ctx)
+            return ctx.run
+    except Exception:
+        if not _state["agreed"] and world > 1 and dist.is_initialized():
+            _state["agreed"] = True
+            flags = agree(False)
+            if rank != 0 and not flags[0]:
+                raise PeerFailed("rank 0 failed too", silent=True) from None
+        raise
+
