@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .errors import UserError
+from .errors import UserError, check_output_folder
 from .store import locked
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".fits": "fits"}
@@ -40,11 +40,7 @@ class PartWriter:
         self.fmt = catalog_format(self.out)
         if self.out.exists() and not overwrite:
             raise UserError(f"catalog {self.out} already exists; pass --overwrite to replace it")
-        parent = self.out.parent
-        if not parent.exists():
-            raise UserError(f"output folder {parent} does not exist; create it first")
-        if not os.access(parent, os.W_OK):
-            raise UserError(f"output folder {parent} is not writable; choose another --out")
+        check_output_folder(self.out.parent)
         self.dir = self.out.with_name(self.out.name + ".partial")
         self.dir.mkdir(exist_ok=True)
         self._lock = None

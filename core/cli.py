@@ -73,36 +73,74 @@ def train(
     target: Annotated[Optional[Path], typer.Option("--target", help="unlabelled target store")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="timm model name [tf_efficientnet_lite0]")] = None,
     pretrained: Annotated[Optional[str], typer.Option(help="auto | none | PATH | hf-hub:REPO [auto]")] = None,
-    adapt: Annotated[Optional[str], typer.Option(help="adaptation method [finetune]")] = None,
+    adapt: Annotated[Optional[str], typer.Option(help="adaptation method, optionally +fisher[=W]+entropy[=W] [finetune]")] = None,
+    adapt_weight: Annotated[Optional[float], typer.Option(help="weight of the adaptation loss [1]")] = None,
     fisher: Annotated[Optional[float], typer.Option(help="weight of the Fisher loss add-on")] = None,
     entropy: Annotated[Optional[float], typer.Option(help="weight of target entropy minimisation")] = None,
     target_labels: Annotated[Optional[int], typer.Option(help="labelled target objects (few-shot)")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="epochs [5]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="epochs [5, or the sum of --stages]")] = None,
+    stages: Annotated[Optional[str], typer.Option(help="progressive unfreezing, RULE=EPOCHS[@LR],...: head | top:F | top:N | all_but_stem | all | prefix:A+B")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="input size in px [store's]")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="batch size [32]")] = None,
     lr: Annotated[Optional[float], typer.Option(help="learning rate [1e-3]")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="adamw | adam [adamw]")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="weight decay [1e-4]")] = None,
+    drop_rate: Annotated[Optional[float], typer.Option(help="dropout before the head [0.2]")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="plateau (ReduceLROnPlateau on val loss) | none [plateau]")] = None,
+    lr_patience: Annotated[Optional[int], typer.Option(help="plateau epochs before the lr drops [2]")] = None,
+    lr_factor: Annotated[Optional[float], typer.Option(help="lr multiplier on a plateau [0.1]")] = None,
+    early_stop: Annotated[Optional[int], typer.Option(help="stop after N epochs without a better val loss; 0=off [0]")] = None,
+    balance: Annotated[Optional[str], typer.Option(help="unbalanced classes: none | weights | sampler [none]")] = None,
+    augment: Annotated[Optional[str], typer.Option(help="flip,rot90,rotate,rotate45,shift,zoom or none [flip,rot90]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="random seed [0]")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="train N seeds into <out>/seed_<s>/ [1]")] = None,
+    recursive: Annotated[Optional[int], typer.Option(help="pseudo-labelling rounds on the target [0]")] = None,
+    pseudo_top: Annotated[Optional[int], typer.Option(help="confident target objects added per class and round [100]")] = None,
+    grad_accum: Annotated[Optional[int], typer.Option(help="batches per optimizer step [1]")] = None,
+    clip_grad: Annotated[Optional[float], typer.Option(help="max gradient norm, 0=off [0]")] = None,
+    warmup_epochs: Annotated[Optional[float], typer.Option(help="linear lr warm-up [trainer default]")] = None,
+    scale_lr: Annotated[Optional[bool], typer.Option("--scale-lr/--no-scale-lr", help="lr x effective batch growth [off]")] = None,
+    zero_stage: Annotated[Optional[int], typer.Option(help="DeepSpeed ZeRO stage (deepspeed trainer) [0]")] = None,
+    deepspeed_config: Annotated[Optional[str], typer.Option(help="DeepSpeed JSON config (deepspeed trainer)")] = None,
     trainer: Annotated[Optional[str], typer.Option(help="training loop plugin [standard]")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda [auto]")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file of these options")] = None,
-    resume: Annotated[bool, typer.Option(help="continue a killed run in --out")] = False,
+    resume: Annotated[bool, typer.Option(help="continue a killed run (or seed/recursive job) in --out")] = False,
 ):
     """Train (fine-tune or adapt) a classifier from a source store."""
     from .config import load_config
     from .engine.train import train as run_train
 
     overrides = dict(source=str(source), target=str(target) if target else None, out=str(out),
-                     backbone=backbone, pretrained=pretrained, adapt=adapt, fisher=fisher,
-                     entropy=entropy, target_labels=target_labels, epochs=epochs,
-                     image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
+                     backbone=backbone, pretrained=pretrained, adapt=adapt,
+                     adapt_weight=adapt_weight, fisher=fisher, entropy=entropy,
+                     target_labels=target_labels, epochs=epochs, stages=stages,
+                     image_size=image_size, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                     weight_decay=weight_decay, drop_rate=drop_rate, scheduler=scheduler,
+                     lr_patience=lr_patience, lr_factor=lr_factor, early_stop=early_stop,
+                     balance=balance, augment=augment, seed=seed, seeds=seeds,
+                     recursive=recursive, pseudo_top=pseudo_top, grad_accum=grad_accum,
+                     clip_grad=clip_grad, warmup_epochs=warmup_epochs, scale_lr=scale_lr,
+                     zero_stage=zero_stage, deepspeed_config=deepspeed_config,
                      trainer=trainer, device=device)
     if resume and config is None and (out / "config.yaml").exists():
         config = out / "config.yaml"
     run = run_train(load_config(config, overrides), resume=resume)
-    epochs_done = run.epochs()
-    best = min(epochs_done, key=lambda r: r["val_loss"]) if epochs_done else {}
-    console.print(f"[green]trained[/] {run.path}: {len(epochs_done)} epochs, best val acc "
-                  f"{best.get('val_acc', float('nan')):.3f} at epoch {best.get('epoch', '-')}")
+    from .engine.runs import RunDir
+
+    members = ([out / n for n in json.loads((out / "seeds.json").read_text())["runs"]]
+               if (out / "seeds.json").exists() else sorted(out.glob("round_*")))
+    for path in members or [run.path]:
+        epochs_done = RunDir(path).epochs()
+        best = min(epochs_done, key=lambda r: r["val_loss"]) if epochs_done else {}
+        console.print(f"[green]trained[/] {path}: {len(epochs_done)} epochs, best val acc "
+                      f"{best.get('val_acc', float('nan')):.3f} at epoch {best.get('epoch', '-')}")
+    if (out / "rounds.jsonl").exists():
+        for line in (out / "rounds.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            acc = r["target_test_accuracy"]
+            console.print(f"round {r['round']}: {r['n_pseudo']} pseudo-labels, target test "
+                          f"accuracy {'n/a' if acc is None else f'{acc:.3f}'}")
 
 
 @app.command()
@@ -125,9 +163,14 @@ def predict(run: RunArg, data: DataOpt,
             embedding: Annotated[bool, typer.Option(help="add emb_* feature columns")] = False,
             overwrite: Annotated[bool, typer.Option(help="replace an existing catalog")] = False):
     """Write a catalog of class probabilities for every object of a store (resumable)."""
+    from .engine.distributed import ranks
     from .engine.predict import predict_catalog
 
-    res = predict_catalog(run, data, out, split, batch_size, overwrite, embedding)
+    rank, world, _ = ranks()  # under `astrotransfer launch`, each rank predicts a shard
+    res = predict_catalog(run, data, out, split, batch_size, overwrite, embedding,
+                          rank=rank, world=world)
+    if res["catalog"] is None:  # a non-zero rank: rank 0 merges and reports
+        return
     console.print(f"[green]wrote[/] {res['catalog']}: {res['n']} rows"
                   + (f" (resumed after {res['resumed_chunks']} chunks)" if res["resumed_chunks"] else ""))
 
@@ -139,8 +182,10 @@ def embed(run: RunArg, data: DataOpt,
           dims: Annotated[int, typer.Option(help="map dimensions: 2 or 3")] = 2,
           clusters: Annotated[Optional[int], typer.Option(help="k-means K; purity vs labels")] = None):
     """Write penultimate-layer features into the store; optionally map (PNG) and cluster them."""
+    from .engine.embedding import check_map
     from .engine.predict import embed_store
 
+    check_map(map_, dims)
     res = embed_store(run, data, split)
     console.print(f"[green]embedded[/] {res['n']} objects ({res['dim']}-d) into "
                   f"{data}/runs/{res['run_id']}/embeddings")
@@ -206,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if debug:
             raise
-        err_console.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
+        err_console.print(f"error: {' '.join(str(exc).split())}", highlight=False,
+                          soft_wrap=True, markup=False)  # one line, whatever the message holds
         return 1
     except KeyboardInterrupt:
         err_console.print("error: interrupted; run the same command again to resume")

@@ -1,7 +1,10 @@
 """Training configuration: defaults < YAML file (--config) < explicit CLI flags.
 
 The resolved config is written into every run directory, so a run can be repeated exactly
-and `evaluate`/`predict` know the model they must rebuild.
+and `evaluate`/`predict` know the model they must rebuild. Shorthands a user types on the
+command line (`--augment flip,rot90`, `--stages head=1,top:0.5=2`, `--adapt mmd+fisher`)
+are expanded here, so the stored config only ever holds the canonical form and every
+consumer (standard trainer, DeepSpeed trainer, studies) reads one spelling.
 """
 from __future__ import annotations
 
@@ -12,6 +15,13 @@ from typing import Any
 import yaml
 
 from .errors import UserError
+
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULERS = ("plateau", "none")
+BALANCES = ("none", "weights", "sampler")
+#: weights the `--adapt BASE+fisher+entropy` shorthand uses when --fisher/--entropy are unset
+#: (the values of the DeepMerge II style runs in docs/results/transfer.md)
+DEFAULT_ADDON_WEIGHTS = {"fisher": 0.01, "entropy": 0.05}
 
 
 @dataclass
@@ -37,7 +47,27 @@ class TrainConfig:
     target_labels: int = 0  # labelled target objects added to training (few-shot)
     device: str = "auto"
     num_workers: int = 0
-    stages: list[dict] = field(default_factory=list)  # progressive unfreezing; [] = all at once
+    # progressive unfreezing, [{epochs, train, lr?}, ...]; [] = everything trains throughout
+    # (rules in astrotransfer.engine.stages)
+    stages: list[dict] = field(default_factory=list)
+    optimizer: str = "adamw"
+    scheduler: str = "plateau"  # ReduceLROnPlateau on the validation loss
+    lr_patience: int = 2  # epochs without improvement before the lr drops
+    lr_factor: float = 0.1
+    early_stop: int = 0  # patience in epochs on the validation loss; 0 = off
+    balance: str = "none"
+    seeds: int = 1  # >1: that many runs under <out>/seed_<s>/ (seed, seed+1, ...)
+    recursive: int = 0  # pseudo-labelling rounds after the first training
+    pseudo_top: int = 100  # most confident target objects added per class and round
+    pseudo_labels: str | None = None  # JSON of pseudo-labelled target rows (recursive rounds)
+    # Scaling knobs, shared with the deepspeed trainer (which reads fields of these names);
+    # the standard trainer honours grad_accum, clip_grad, warmup_epochs and scale_lr.
+    zero_stage: int = 0
+    deepspeed_config: str | None = None
+    grad_accum: int = 1
+    clip_grad: float = 0.0  # max gradient norm; 0 = off
+    warmup_epochs: float | None = None  # None: the trainer's default (standard: no warm-up)
+    scale_lr: bool = False  # lr x grad_accum (linear scaling rule for the effective batch)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,9 +95,95 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> TrainConfig:
         if not isinstance(data, dict):
             raise UserError(f"config file {path} must hold a mapping of option: value")
     data.update({k: v for k, v in overrides.items() if v is not None})
+    epochs_given = "epochs" in data
     cfg = TrainConfig.from_dict(data, origin=str(path) if path else "options")
-    if cfg.epochs < 1:
-        raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")
-    if cfg.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    return normalize(cfg, epochs_given=epochs_given)
+
+
+def normalize(cfg: TrainConfig, epochs_given: bool = True) -> TrainConfig:
+    """Expand shorthands and check every value that needs no store or model, in place.
+
+    Everything here fails in milliseconds, before a store is opened, so a typo in a long
+    job's options costs nothing.
+    """
+    cfg.augment = parse_augment(cfg.augment)
+    _split_adapt(cfg)
+    from .engine.stages import parse_stages
+
+    cfg.stages = parse_stages(cfg.stages)
+    if cfg.stages:
+        fixed = sum(s["epochs"] for s in cfg.stages[:-1])
+        if not epochs_given:
+            if cfg.stages[-1].get("epochs") is None:
+                raise UserError("the last of --stages has no epochs and --epochs is not given; "
+                                "give one of them")
+            cfg.epochs = fixed + cfg.stages[-1]["epochs"]
+        elif fixed >= cfg.epochs:
+            raise UserError(f"--stages before the last add up to {fixed} epochs, leaving none "
+                            f"of --epochs {cfg.epochs} for the last stage; raise --epochs")
+    _check_values(cfg)
     return cfg
+
+
+def parse_augment(value) -> list[str]:
+    """`flip,rot90` or a YAML list; `none` or an empty string means no augmentation."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(v).strip().lower() for v in items if str(v).strip()]
+    return [] if names == ["none"] else names
+
+
+def _split_adapt(cfg: TrainConfig) -> None:
+    """`mmd+fisher=0.02+entropy` → adapt='mmd', fisher=0.02, entropy=default weight."""
+    if "+" not in str(cfg.adapt):
+        return
+    base, *addons = [p.strip() for p in str(cfg.adapt).split("+")]
+    for addon in addons:
+        name, _, weight = addon.partition("=")
+        if name not in DEFAULT_ADDON_WEIGHTS:
+            raise UserError(f"unknown regulariser '{name}' in --adapt '{cfg.adapt}'; known: "
+                            f"{', '.join(DEFAULT_ADDON_WEIGHTS)} (e.g. --adapt mmd+fisher+entropy)")
+        try:
+            value = float(weight) if weight else (getattr(cfg, name) or
+                                                  DEFAULT_ADDON_WEIGHTS[name])
+        except ValueError:
+            raise UserError(f"weight '{weight}' of {name} in --adapt '{cfg.adapt}' is not a "
+                            f"number; write e.g. {name}=0.01") from None
+        setattr(cfg, name, value)
+    cfg.adapt = base
+
+
+def _check_values(cfg: TrainConfig) -> None:
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise UserError(message)
+
+    need(cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}")
+    need(cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}")
+    need(cfg.lr > 0, f"--lr must be positive, got {cfg.lr}")
+    need(0.0 <= cfg.drop_rate < 1.0, f"--drop-rate must be in [0, 1), got {cfg.drop_rate}")
+    for name, value, choices in (("optimizer", cfg.optimizer, OPTIMIZERS),
+                                 ("scheduler", cfg.scheduler, SCHEDULERS),
+                                 ("balance", cfg.balance, BALANCES)):
+        need(value in choices, f"unknown --{name} '{value}'; choose from {', '.join(choices)}")
+    need(cfg.lr_patience >= 0 and 0.0 < cfg.lr_factor < 1.0,
+         f"--lr-patience must be >= 0 and --lr-factor in (0, 1), got {cfg.lr_patience} and "
+         f"{cfg.lr_factor}")
+    need(cfg.early_stop >= 0, f"--early-stop must be >= 0 (0 = off), got {cfg.early_stop}")
+    need(cfg.seeds >= 1, f"--seeds must be at least 1, got {cfg.seeds}")
+    need(cfg.recursive >= 0, f"--recursive must be >= 0, got {cfg.recursive}")
+    need(cfg.pseudo_top >= 1, f"--pseudo-top must be at least 1, got {cfg.pseudo_top}")
+    need(not (cfg.recursive and cfg.seeds > 1),
+         "--recursive and --seeds cannot be combined in one command; run one recursive job "
+         "per seed with --seed")
+    need(not cfg.recursive or bool(cfg.target),
+         "--recursive pseudo-labels the target survey; pass --target")
+    need(cfg.target_labels >= 0, f"--target-labels must be >= 0, got {cfg.target_labels}")
+    need(cfg.grad_accum >= 1, f"--grad-accum must be at least 1, got {cfg.grad_accum}")
+    need(cfg.clip_grad >= 0, f"--clip-grad must be >= 0 (0 = off), got {cfg.clip_grad}")
+    need(cfg.warmup_epochs is None or cfg.warmup_epochs >= 0,
+         f"--warmup-epochs must be >= 0, got {cfg.warmup_epochs}")
+    need(cfg.zero_stage in (0, 1, 2, 3), f"--zero-stage must be 0, 1, 2 or 3, got {cfg.zero_stage}")
+    need(cfg.fisher >= 0 and cfg.entropy >= 0 and cfg.adapt_weight >= 0,
+         "--fisher, --entropy and --adapt-weight must not be negative")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import SkipObject, UserError
+from .errors import SkipObject, UserError, check_output_folder
 from .progress import progress_bar
 from .store import SPLITS, CutoutStore, locked
 from .survey import Candidate, IngestSource
@@ -100,14 +100,15 @@ def run_ingest(source: IngestSource, out: Path, *, split_fractions=(0.8, 0.1, 0.
         if not overwrite:
             raise UserError(f"store {out} already exists; pass --overwrite to replace it "
                             f"or choose another --out")
-    if not out.parent.exists():
-        raise UserError(f"output folder {out.parent} does not exist; create it first")
-    if not os.access(out.parent, os.W_OK):
-        raise UserError(f"output folder {out.parent} is not writable; choose another --out")
+    check_output_folder(out.parent)
     candidates, dupes = _dedupe(source.candidates())
     if not candidates:
         raise UserError(f"the {source.survey} input lists no usable objects; "
                         f"check the catalog and its id/label columns")
+    if strict and dupes:
+        raise UserError(f"object {dupes[0][0]}: {dupes[0][1]} ({len(dupes)} repeated id(s); "
+                        f"--strict turns skips into errors; drop --strict to keep the first "
+                        f"row of each id)")
     try:
         partial.mkdir()
         created = True

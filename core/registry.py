@@ -31,6 +31,8 @@ DEFAULT_PLUGINS = (
     "astrotransfer.plugins.trainers",
     "astrotransfer.plugins.crossmatch",
     "astrotransfer.plugins.distributed",
+    # before analysis: commands register in reverse order, and few-shot joins its `study` group
+    "astrotransfer.plugins.transfer_commands",
     "astrotransfer.plugins.analysis",
 )
 KINDS = ("survey", "backbone", "adapter", "trainer")

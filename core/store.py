@@ -241,7 +241,8 @@ def check_store(path: Path | str) -> dict:
     if n_bad:
         problems.append(f"{n_bad} images with NaN or inf pixels")
     if problems:
-        raise UserError(f"store {path} is broken: {'; '.join(problems)}")
+        raise UserError(f"store {path} is broken: {'; '.join(problems)}; re-run the ingest "
+                        f"into a new store")
     splits = {s: int((store.column("split") == s).sum()) for s in SPLITS}
     return {"path": str(path), "n": n, "n_skipped": int(store.attrs.get("n_skipped", 0)),
             "unique_ids": int(len(uniq)), "splits": splits, "bands": store.bands,

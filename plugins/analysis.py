@@ -30,7 +30,8 @@ def similar(run: RunArg, data: DataOpt,
             object_id: Annotated[str, typer.Option("--id", help="object id of the query")],
             k: Annotated[int, typer.Option("-k", help="objects to show, the query included")] = 10,
             metric: Annotated[str, typer.Option(help="cosine | euclidean")] = "cosine",
-            out: Annotated[Optional[Path], typer.Option(help="PNG path [run/similar/...]")] = None):
+            out: Annotated[Optional[Path], typer.Option(
+                help="PNG path (default: RUN/similar/...)")] = None):
     """Nearest neighbours of one object in the run's feature space: table and image grid."""
     from astrotransfer.engine.embedding import similar_objects
 
@@ -104,7 +105,7 @@ def study_crops(
 def rank(runs: Annotated[list[Path], typer.Argument(help="run directories to compare")],
          target: Annotated[Path, typer.Option("--target", help="target store (labels unused)")],
          source: Annotated[Optional[Path], typer.Option(
-             "--source", help="source store [each run's own]")] = None,
+             "--source", help="source store (default: each run's own)")] = None,
          score: Annotated[str, typer.Option(help="dev | entropy | im | mmd")] = "dev",
          split: Annotated[str, typer.Option(help="target split to score")] = "all",
          max_objects: Annotated[int, typer.Option(help="objects per domain")] = 2000,
@@ -134,7 +135,13 @@ def rank(runs: Annotated[list[Path], typer.Argument(help="run directories to com
 def register_commands(app):
     app.command("similar")(similar)
     app.command("rank")(rank)
-    study = typer.Typer(help="Ablation studies: bands and crop sizes.", no_args_is_help=True)
+    # Other plugins may add their own studies to the same `study` group; join it if one
+    # registered first, so `astrotransfer study --help` lists every study together.
+    study = next((g.typer_instance for g in app.registered_groups
+                  if g.name == "study" and g.typer_instance is not None), None)
+    if study is None:
+        study = typer.Typer(help="Studies: band ablation, crop sizes, and more.",
+                            no_args_is_help=True)
+        app.add_typer(study, name="study")
     study.command("bands")(study_bands)
     study.command("crops")(study_crops)
-    app.add_typer(study, name="study")

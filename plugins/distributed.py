@@ -267,10 +267,12 @@ def launch(
     dry_run: Annotated[bool, typer.Option(help="print the launcher command and stop")] = False,
 ):
     """Run `train` or `predict` on several ranks (processes, GPUs, nodes) with DeepSpeed."""
-    local, args = plan_launch(list(command), num_procs=num_procs, num_gpus=num_gpus, hostfile=hostfile,
-                       num_nodes=num_nodes, master_addr=master_addr, master_port=master_port,
-                       no_ssh=no_ssh, node_rank=node_rank, ssh_port=ssh_port,
-                       connect_timeout=connect_timeout)
+    if "--debug" in sys.argv[1:] and "--debug" not in command:  # main() took it off argv
+        command = [*command, "--debug"]
+    local, args = plan_launch(list(command), num_procs=num_procs, num_gpus=num_gpus,
+                              hostfile=hostfile, num_nodes=num_nodes, master_addr=master_addr,
+                              master_port=master_port, no_ssh=no_ssh, node_rank=node_rank,
+                              ssh_port=ssh_port, connect_timeout=connect_timeout)
     options = {k: v for k, v in dict(
         zero_stage=zero_stage, grad_accum=grad_accum, clip=clip, lr_scaling=lr_scaling,
         warmup_epochs=warmup_epochs, sync_bn=sync_bn, precision=precision, compile=compile,

@@ -1,21 +1,27 @@
 """The built-in single-process trainer, registered as a default plugin.
 
-Every source of randomness (shuffling, augmentation, dropout, target batches) is reseeded
-from (seed, epoch) at the start of each epoch, so a run resumed from its last checkpoint
-replays exactly the epochs an uninterrupted run would have.
+Every source of randomness (shuffling or balanced sampling, augmentation, dropout, target
+batches) is reseeded from (seed, epoch) at the start of each epoch, and everything that
+changes between epochs (weights, optimizer, stage, plateau and early-stop counters, the
+epoch records themselves) is in last.pt. A run resumed from its last checkpoint therefore
+replays exactly the epochs an uninterrupted run would have, wherever it was killed.
 """
 from __future__ import annotations
 
 import logging
+import math
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from astrotransfer.engine.models import classify, features
-from astrotransfer.engine.runs import save_checkpoint
+from astrotransfer.engine.runs import atomic_write_text, save_checkpoint
 from astrotransfer.hookspecs import hookimpl
 from astrotransfer.progress import progress_bar
+
+from .schedule import Schedule
 
 log = logging.getLogger("astrotransfer")
 
@@ -25,13 +31,6 @@ def augment_batch(augment, x: torch.Tensor) -> torch.Tensor:
     if augment is None:
         return x
     return torch.stack([augment(xi) for xi in x])
-
-
-def _trainable(ctx) -> list[torch.nn.Parameter]:
-    params = [p for p in ctx.model.parameters() if p.requires_grad]
-    if ctx.adapter_module is not None:
-        params += list(ctx.adapter_module.parameters())
-    return params
 
 
 @torch.no_grad()
@@ -46,73 +45,137 @@ def evaluate_tensors(model, x, y, device, batch_size=256) -> tuple[float, float]
     return loss_sum / max(1, len(x)), correct / max(1, len(x))
 
 
+def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """scikit-learn's 'balanced' weights n / (K n_k): each class carries equal total weight.
+
+    A class absent from training gets weight 0 rather than an infinite one.
+    """
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(y.numpy())
+    w = np.zeros(num_classes)
+    w[present] = compute_class_weight("balanced", classes=present, y=y.numpy())
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def epoch_order(y: torch.Tensor, balance: str, gen: torch.Generator) -> torch.Tensor:
+    """This epoch's sample order: a permutation, or with `sampler` n draws with replacement
+    at probability 1/n_class, so every class is seen equally often on average."""
+    n = len(y)
+    if balance != "sampler":
+        return torch.randperm(n, generator=gen)
+    counts = torch.bincount(y)
+    weights = 1.0 / counts[y].double()
+    return torch.multinomial(weights, n, replacement=True, generator=gen)
+
+
 class StandardTrainer:
     name = "standard"
-    description = "single-process AdamW loop with validation, best/last checkpoints and resume"
+    description = ("single-process Adam/AdamW loop: progressive unfreezing, plateau lr, early "
+                   "stopping, class balancing, validation, best/last checkpoints and resume")
 
     def fit(self, ctx) -> None:
         cfg, model, device = ctx.cfg, ctx.model, ctx.device
         model.to(device)
         if ctx.adapter_module is not None:
             ctx.adapter_module.to(device)
-        opt = torch.optim.AdamW(_trainable(ctx), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        start, best_val = 0, float("inf")
-        if ctx.resume_state is not None:
-            st = ctx.resume_state
-            model.load_state_dict(st["model"])
-            if ctx.adapter_module is not None and st.get("adapter"):
-                ctx.adapter_module.load_state_dict(st["adapter"])
-            opt.load_state_dict(st["optimizer"])
-            start, best_val = int(st["epoch"]) + 1, float(st["best_val_loss"])
-            ctx.run.truncate_epochs(int(st["epoch"]) + 1)  # records count epochs from 1
-            log.info("resuming %s at epoch %d", ctx.run.path, start + 1)
-        n = len(ctx.x_train)
-        steps_per_epoch = max(1, (n + cfg.batch_size - 1) // cfg.batch_size)
-        total_steps = cfg.epochs * steps_per_epoch
+        n, bs, accum = len(ctx.x_train), cfg.batch_size, cfg.grad_accum
+        # a lone trailing sample joins the batch before it: BatchNorm cannot train on one
+        micro_steps = max(1, n // bs if n % bs == 1 and n > bs else math.ceil(n / bs))
+        sched = Schedule(ctx, math.ceil(micro_steps / accum))
+        start, history = self._restore(ctx, sched)
+        if sched.done:
+            log.info("%s already finished (%d epochs); nothing to do", ctx.run.path, start)
+            return
+        weight = (class_weights(ctx.y_train, len(ctx.class_names)).to(device)
+                  if cfg.balance == "weights" else None)
+        total_steps = cfg.epochs * micro_steps
+        logged_stage = None
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
+            if cfg.stages and sched.stage != logged_stage:
+                log.info(sched.describe())
+                logged_stage = sched.stage
             torch.manual_seed(cfg.seed * 100_003 + epoch)
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            perm = torch.randperm(n, generator=gen)
-            model.train()
-            if ctx.adapter_module is not None:
-                ctx.adapter_module.train()
+            order = epoch_order(ctx.y_train, cfg.balance, gen)
+            sched.train_mode()
+            stage, lr = sched.stage, None
             sums = {"loss": 0.0, "adapt_loss": 0.0, "correct": 0}
-            with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch) as advance:
-                for step in range(steps_per_epoch):
-                    idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", micro_steps) as advance:
+                for step in range(micro_steps):
+                    idx = order[step * bs:(step + 1) * bs if step + 1 < micro_steps else n]
+                    window = min(accum, micro_steps - (step // accum) * accum)
                     xb = augment_batch(ctx.augment, ctx.x_train[idx]).to(device)
                     yb = ctx.y_train[idx].to(device)
                     feats = features(model, xb)
                     logits = classify(model, feats)
-                    loss = F.cross_entropy(logits, yb)
+                    loss = F.cross_entropy(logits, yb, weight=weight)
                     extra = self._adapt_loss(ctx, gen, feats, logits, yb, device,
-                                             (epoch * steps_per_epoch + step) / total_steps)
-                    opt.zero_grad(set_to_none=True)
-                    (loss + extra).backward()
-                    opt.step()
+                                             (epoch * micro_steps + step) / total_steps)
+                    if step % accum == 0:
+                        sched.opt.zero_grad(set_to_none=True)
+                    ((loss + extra) / window).backward()
+                    if (step + 1) % accum == 0 or step + 1 == micro_steps:
+                        if cfg.clip_grad > 0:
+                            torch.nn.utils.clip_grad_norm_(
+                                [p for g in sched.opt.param_groups for p in g["params"]],
+                                cfg.clip_grad)
+                        sched.before_step()
+                        lr = sched.lr() if lr is None else lr
+                        sched.opt.step()
                     sums["loss"] += loss.item() * len(idx)
-                    sums["adapt_loss"] += float(extra) * len(idx)
+                    sums["adapt_loss"] += float(extra.detach()) * len(idx)
                     sums["correct"] += (logits.argmax(1) == yb).sum().item()
                     advance(1, info=f"loss {loss.item():.3f}")
             val_loss, val_acc = evaluate_tensors(model, ctx.x_val, ctx.y_val, device)
             record = {"epoch": epoch + 1, "train_loss": sums["loss"] / n,
                       "adapt_loss": sums["adapt_loss"] / n, "train_acc": sums["correct"] / n,
-                      "val_loss": val_loss, "val_acc": val_acc, "lr": opt.param_groups[0]["lr"],
+                      "val_loss": val_loss, "val_acc": val_acc, "lr": lr if lr is not None else sched.lr(),
                       "seconds": round(time.perf_counter() - t0, 2)}
-            improved = val_loss < best_val
+            if cfg.stages:
+                record.update(stage=stage + 1, train=cfg.stages[stage]["train"])
+            improved = sched.end_epoch(epoch, val_loss)
             if improved:
-                best_val = val_loss
                 save_checkpoint(ctx.run.best, {"model": model.state_dict(), "epoch": epoch,
                                                "val_loss": val_loss, "val_acc": val_acc})
+            history.append(record)
             save_checkpoint(ctx.run.last, {
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                "best_val_loss": best_val,
+                "model": model.state_dict(), "epoch": epoch, "best_val_loss": sched.best_val,
+                "optimizer": sched.opt.state_dict(), "schedule": sched.state_dict(),
+                "history": history,
                 "adapter": ctx.adapter_module.state_dict() if ctx.adapter_module else {}})
             ctx.run.append_epoch(record)
             log.info("epoch %d/%d  loss %.4f  train acc %.3f  val loss %.4f  val acc %.3f%s",
                      epoch + 1, cfg.epochs, record["train_loss"], record["train_acc"],
                      val_loss, val_acc, "  *best" if improved else "")
+            if sched.done:
+                break
+
+    @staticmethod
+    def _restore(ctx, sched: Schedule) -> tuple[int, list[dict]]:
+        """(first epoch to run, epoch records so far); metrics.jsonl is rewritten from the
+        checkpoint's own records, so a kill between checkpoint and log line loses none."""
+        st = ctx.resume_state
+        if st is None:
+            sched.enter_stage()
+            return 0, []
+        ctx.model.load_state_dict(st["model"])
+        if ctx.adapter_module is not None and st.get("adapter"):
+            ctx.adapter_module.load_state_dict(st["adapter"])
+        done = int(st["epoch"]) + 1  # records count epochs from 1
+        if "schedule" in st:
+            sched.load_state_dict(st["schedule"], done)
+        else:  # a checkpoint from before schedules: one stage, its optimizer, its best loss
+            sched.enter_stage()
+            sched.opt.load_state_dict(st["optimizer"])
+            sched.best_val = sched.stage_best = float(st["best_val_loss"])
+            sched.done = done >= ctx.cfg.epochs
+        history = list(st.get("history") or [r for r in ctx.run.epochs() if r["epoch"] <= done])
+        atomic_write_text(ctx.run.metrics_path, "".join(_json_line(r) for r in history))
+        if not sched.done:
+            log.info("resuming %s at epoch %d", ctx.run.path, done + 1)
+        return done, history
 
     @staticmethod
     def _adapt_loss(ctx, gen, feats, logits, yb, device, progress):
@@ -126,6 +189,11 @@ class StandardTrainer:
             tf = features(ctx.model, xt)
             tl = classify(ctx.model, tf)
         return ctx.adapter.loss(feats, logits, tf, tl, progress, ctx.adapter_module, src_labels=yb)
+
+
+def _json_line(record: dict) -> str:
+    import json
+    return json.dumps(record) + "\n"
 
 
 @hookimpl

@@ -5,7 +5,9 @@ already-cut stamps and a CSV of ids and labels, with no WCS to go back to the fr
 """
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,8 @@ from PIL import Image, UnidentifiedImageError
 
 from astrotransfer.errors import SkipObject, UserError
 from astrotransfer.survey import Candidate, IngestSource, Option, Survey
+
+from .catalogs import parse_coords
 
 EXTENSIONS = (".jpeg", ".jpg", ".png", ".fits", ".fit", ".fits.gz")
 
@@ -73,6 +77,8 @@ class ImagesSource(IngestSource):
 
     def load(self, cand: Candidate) -> np.ndarray:
         path = cand.payload
+        if isinstance(path, str):  # a catalog problem found by open(): the skip reason
+            raise SkipObject(path)
         if path is None:
             raise SkipObject(f"missing file: no image named {cand.object_id}.<ext>")
         pixels = _read_pixels(path)
@@ -86,11 +92,16 @@ def _read_pixels(path: Path) -> np.ndarray:
     """(C, H, W) float32; corrupt or truncated files become a SkipObject, not a crash."""
     try:
         if path.name.lower().endswith((".fits", ".fit", ".fits.gz")):
-            with fits.open(path) as hdul:
-                hdu = next((h for h in hdul if h.data is not None and h.data.ndim >= 2), None)
-                if hdu is None:
-                    raise SkipObject(f"empty FITS: {path.name} has no image data")
-                data = np.asarray(hdu.data, dtype=np.float32)
+            # a truncated file warns ("may have been truncated") and then fails to read: the
+            # failure is the skip reason, so the warning would only be noise on stderr
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with fits.open(path) as hdul:
+                    hdu = next((h for h in hdul if h.data is not None and h.data.ndim >= 2),
+                               None)
+                    if hdu is None:
+                        raise SkipObject(f"empty FITS: {path.name} has no image data")
+                    data = np.asarray(hdu.data, dtype=np.float32)
             return data[None] if data.ndim == 2 else data
         with Image.open(path) as im:
             im.load()  # forces decoding, so a truncated JPEG fails here
@@ -101,6 +112,39 @@ def _read_pixels(path: Path) -> np.ndarray:
         raise
     except (OSError, UnidentifiedImageError, ValueError, TypeError) as exc:
         raise SkipObject(f"corrupt image: {path.name} ({exc})") from None
+
+
+def _position_problems(table, ra_column: str, dec_column: str) -> list:
+    """(ra, dec, skip reason or None) per row. Positions are optional for stamps, so a blank
+    cell is an unknown position (NaN); text that is no coordinate, or a value off the sky,
+    is a per-object skip, as in the FITS surveys."""
+    ra, dec = parse_coords(table[ra_column], table[dec_column])
+    out = []
+    for i in range(len(table)):
+        blank = [_is_blank(table[c][i]) for c in (ra_column, dec_column)]
+        if any(blank):
+            out.append((math.nan, math.nan, None))
+        elif not (np.isfinite(ra[i]) and np.isfinite(dec[i])):
+            out.append((math.nan, math.nan,
+                        f"RA/Dec unreadable: columns '{ra_column}'/'{dec_column}' hold no "
+                        f"position in catalog row {i + 1} (degrees or sexagesimal expected)"))
+        elif not -360.0 <= ra[i] <= 360.0:
+            out.append((math.nan, math.nan, f"RA/Dec out of range: RA {ra[i]:g} deg in "
+                                            f"catalog row {i + 1}"))
+        elif not -90.0 <= dec[i] <= 90.0:
+            out.append((math.nan, math.nan, f"RA/Dec out of range: Dec {dec[i]:g} deg in "
+                                            f"catalog row {i + 1}"))
+        else:
+            out.append((float(ra[i] % 360.0), float(dec[i]), None))
+    return out
+
+
+def _is_blank(value) -> bool:
+    if value is np.ma.masked:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return not np.isfinite(value)
+    return isinstance(value, (str, np.str_, bytes)) and str(value).strip().lower() in ("", "nan")
 
 
 def _crop_resize_scale(pixels: np.ndarray, crop: int | None, size: int) -> np.ndarray:
@@ -165,7 +209,9 @@ class ImagesSurvey(Survey):
                     files.setdefault(p.name[: -len(ext)], p)
         cands, unmapped = [], set()
         has_pos = ra_column in table.colnames and dec_column in table.colnames
-        for row in table:
+        bad_pos = (_position_problems(table, ra_column, dec_column) if has_pos
+                   else [None] * len(table))
+        for i, row in enumerate(table):
             oid = str(row[id_column]).strip()
             label = -1
             if label_column is not None:
@@ -179,11 +225,16 @@ class ImagesSurvey(Survey):
                     if raw not in class_names:
                         class_names.append(raw)
                     label = class_names.index(raw)
-            ra, dec = (float(row[ra_column]), float(row[dec_column])) if has_pos else (math.nan,) * 2
-            cands.append(Candidate(oid, ra, dec, label, files.get(oid)))
+            ra, dec, problem = bad_pos[i] if has_pos else (math.nan, math.nan, None)
+            cands.append(Candidate(oid, ra, dec, label, problem or files.get(oid)))
         if unmapped and not drop_unmapped:
             raise UserError(f"--label-map leaves classes {', '.join(sorted(unmapped))} of column "
                             f"'{label_column}' unmapped; map them or pass --drop-unmapped")
+        if unmapped:
+            n_drop = len(table) - len(cands)
+            logging.getLogger("astrotransfer").info(
+                "dropped %d catalog rows whose %s (%s) the label map leaves out (--drop-unmapped)",
+                n_drop, label_column, ", ".join(sorted(unmapped)))
         if not cands:
             raise UserError(f"catalog {catalog} has no usable rows (all labels unmapped); "
                             f"check --label-column and --label-map")

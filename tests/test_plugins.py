@@ -3,6 +3,7 @@ lists, and isolation of broken plugins."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -53,6 +54,31 @@ def register_adapters(register):
 '''
 
 
+BROKEN_COMMANDS = '''
+from astrotransfer import hookimpl
+
+@hookimpl
+def register_commands(app):
+    raise RuntimeError("boom in register_commands")
+'''
+
+# Importable (on PYTHONPATH) but installed with no entry point: it must never be loaded.
+SNEAKY = '''
+import os
+from pathlib import Path
+Path(os.environ["SNEAKY_MARKER"]).write_text("imported")
+from astrotransfer import hookimpl
+from astrotransfer.survey import Survey
+
+class Sneaky(Survey):
+    name = "sneaky"
+
+@hookimpl
+def register_surveys(register):
+    register(Sneaky())
+'''
+
+
 def _package(root: Path, name: str, module_src: str) -> Path:
     pkg = root / name
     (pkg / name).mkdir(parents=True)
@@ -78,7 +104,8 @@ def site(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("thirdparty")
     target = root / "site"
     for name, src in [("astro_toy", TOY_SURVEY), ("astro_broken_hook", BROKEN_HOOK),
-                      ("astro_broken_import", "raise ImportError('missing dependency xyz')\n")]:
+                      ("astro_broken_import", "raise ImportError('missing dependency xyz')\n"),
+                      ("astro_broken_commands", BROKEN_COMMANDS)]:
         pkg = _package(root, name, src)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                         "--no-build-isolation", "--target", str(target), str(pkg)],
@@ -136,3 +163,38 @@ def test_unknown_names_are_one_line(tmp_path):
     lines = error_lines(proc.stderr)
     assert proc.returncode != 0 and len(lines) == 1 and "nosuch" in lines[0]
     assert "finetune" in lines[0]
+
+
+def test_plugin_raising_in_register_commands_is_reported_and_the_cli_works(site, tmp_path):
+    env = {"PYTHONPATH": str(site)}
+    proc = run_cli("ingest", "toy", "--n", "4", "--out", tmp_path / "t.zarr", env=env)
+    assert proc.returncode == 0, proc.stderr
+    warned = [ln for ln in proc.stderr.splitlines() if "astro_broken_commands" in ln]
+    assert len(warned) == 1 and "boom in register_commands" in warned[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    # the built-in commands registered through the same hook are all still there
+    helped = run_cli("--help", env=env)
+    for command in ("similar", "rank", "study", "launch", "crossmatch"):
+        assert command in helped.stdout, command
+    check = run_cli("store", "check", tmp_path / "t.zarr", env=env)
+    assert check.returncode == 0 and "4 objects" in check.stdout
+
+
+def test_plugins_load_only_from_installed_entry_points(site, tmp_path):
+    """A module on the path is never imported as a plugin, even when the allow-list names
+    it: only entry points of installed distributions are candidates."""
+    folder = tmp_path / "path"
+    folder.mkdir()
+    (folder / "sneaky.py").write_text(SNEAKY)
+    marker = tmp_path / "imported"
+    env = {"PYTHONPATH": f"{folder}{os.pathsep}{site}", "SNEAKY_MARKER": str(marker)}
+    for allow in (None, "sneaky", "sneaky,astro_toy"):
+        extra = {} if allow is None else {"ASTROTRANSFER_PLUGINS": allow}
+        entries, _ = _list({**env, **extra})
+        assert not any(e["name"] == "sneaky" for e in entries)
+        assert not marker.exists(), f"sneaky.py was imported (allow-list {allow!r})"
+    proc = run_cli("ingest", "sneaky", "--out", tmp_path / "s.zarr",
+                   env={**env, "ASTROTRANSFER_PLUGINS": "sneaky"})
+    lines = error_lines(proc.stderr)
+    assert proc.returncode != 0 and "unknown survey 'sneaky'" in lines[-1]
+    assert not marker.exists()

@@ -17,15 +17,17 @@ from .plots import COLORS, _figure, _save, _style
 def _scatter(ax, coords: np.ndarray, colour: np.ndarray, names: list[str], prefix: str) -> None:
     dims = coords.shape[1]
     size = 6 if len(coords) > 2000 else 14
+    kw = {"depthshade": False} if dims == 3 else {}  # faded far points read as another class
     unknown = colour < 0
     if unknown.any():
         ax.scatter(*coords[unknown].T[:dims], s=size, c="0.75", label="unlabelled",
-                   linewidths=0)
+                   linewidths=0, **kw)
     for k, name in enumerate(names):
         sel = colour == k
         if sel.any():
             ax.scatter(*coords[sel].T[:dims], s=size, color=COLORS[k % len(COLORS)],
-                       label=f"{prefix}{name} ({int(sel.sum())})", linewidths=0, alpha=0.8)
+                       label=f"{prefix}{name} ({int(sel.sum())})", linewidths=0, alpha=0.8,
+                       **kw)
 
 
 @_style
@@ -51,7 +53,8 @@ def plot_map(coords: np.ndarray, colour: np.ndarray, class_names: list[str], pat
             sel = clusters == c
             if sel.any():
                 axc.scatter(*coords[sel].T[:dims], s=10, color=cmap(c % cmap.N),
-                            label=f"cluster {c} ({int(sel.sum())})", linewidths=0, alpha=0.8)
+                            label=f"cluster {c} ({int(sel.sum())})", linewidths=0, alpha=0.8,
+                            **({"depthshade": False} if dims == 3 else {}))
         axc.set_title(f"coloured by k-means cluster (k = {k})")
         if k <= 12:
             axc.legend(loc="best", markerscale=2, fontsize=7)
@@ -133,18 +136,32 @@ def plot_band_drops(result: dict, path) -> Path:
 
 @_style
 def plot_crop_study(result: dict, path) -> Path:
-    """Accuracy against centre-crop size: how much of the stamp the classifier needs."""
+    """Accuracy against centre-crop size: how much of the stamp the classifier needs. The
+    scored split is drawn solid (accuracy) and dashed (macro F1, often on top of it); the
+    source test accuracy is dotted when a target is the scored split."""
     sizes = [r["crop"] for r in result["results"]]
     fig = _figure(5.5, 4.0)
     ax = fig.add_subplot()
-    for key, label, color, marker in (("accuracy", "accuracy", COLORS[0], "o"),
-                                      ("macro_f1", "macro F1", COLORS[1], "s")):
-        ys = [np.nan if r.get(key) is None else r[key] for r in result["results"]]
-        ax.plot(sizes, ys, marker=marker, color=color, label=label, lw=2)
+    where = "target" if result["evaluated_on"].startswith("target") else "source"
+    series = [(f"{where} test accuracy", [r.get("accuracy") for r in result["results"]],
+               {"color": COLORS[0], "marker": "o", "lw": 3.5, "ms": 7}),
+              (f"{where} test macro F1", [r.get("macro_f1") for r in result["results"]],
+               {"color": COLORS[1], "marker": "s", "lw": 1.6, "ls": "--", "ms": 6,
+                "mfc": "white", "mew": 1.5})]
+    if where == "target":
+        series.append(("source test accuracy",
+                       [(r["source_test"] or {}).get("accuracy") for r in result["results"]],
+                       {"color": "0.45", "marker": "^", "lw": 1.4, "ls": ":", "ms": 6}))
+    values = []
+    for label, ys, style in series:
+        ys = [np.nan if y is None else y for y in ys]
+        values += ys
+        ax.plot(sizes, ys, label=label, **style)
     ax.set_xticks(sizes, [str(s) for s in sizes])
-    ax.set_ylim(0, 1.02)
+    lo = np.nanmin(values + [1.0])  # zoom on the data, as plots.plot_accuracy_vs_confidence
+    ax.set_ylim(max(0.0, math.floor((lo - 0.05) * 20) / 20), 1.005)
     ax.set_xlabel("Centre crop (px)")
-    ax.set_ylabel(f"Score on {result['evaluated_on']}")
+    ax.set_ylabel("Score on the test split")
     ax.set_title("Crop-size study")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")

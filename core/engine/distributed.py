@@ -1,10 +1,11 @@
 """Pieces of data-parallel training that do not depend on the loop: options, the DeepSpeed
-config, process-group start-up, batch sharding, gradient-carrying collectives, synced BN.
+config, process-group start-up, learning-rate scaling and batch sharding.
 
-Options come from three places, strongest first: an explicit `astrotransfer launch` option
+Options come from four places, strongest first: an explicit `astrotransfer launch` option
 (passed to every rank in $ASTROTRANSFER_LAUNCH_OPTIONS, base64 JSON, so it survives pdsh and
-the DeepSpeed launcher unchanged), a `TrainConfig` field of the same name, then the default.
-That order lets `launch` tune a run whose config file does not know about scaling at all.
+the DeepSpeed launcher unchanged), the options a resumed run was saved with, a `TrainConfig`
+field of the same name, then the default. That order lets `launch` tune a run whose config
+file does not know about scaling at all, and lets `--resume` continue it unchanged.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from ..errors import UserError
 
@@ -77,13 +77,18 @@ def launch_options() -> dict[str, Any]:
                         f"run with `astrotransfer launch`") from None
 
 
-def resolve_options(cfg: Any) -> DistOptions:
-    """Launch option > TrainConfig field of the same name > default."""
+def resolve_options(cfg: Any, saved: dict | None = None) -> DistOptions:
+    """Launch option > the options a resumed run was saved with > TrainConfig field of the
+    same name > default. `saved` lets `--resume` go on with the run's own ZeRO stage, lr
+    scaling etc. even when the resuming command does not repeat them."""
     explicit = launch_options()
+    saved = {k: v for k, v in (saved or {}).items() if k != "device"}
     values = {}
     for f in fields(DistOptions):
         if f.name in explicit:
             values[f.name] = explicit[f.name]
+        elif f.name in saved:
+            values[f.name] = saved[f.name]
         elif f.name != "device" and getattr(cfg, f.name, None) is not None:  # cfg.device is
             # the user's --device, already applied by prepare; this one is launch's choice
             values[f.name] = getattr(cfg, f.name)
@@ -129,6 +134,8 @@ def init_distributed(device: torch.device) -> torch.device:
     _quiet_deepspeed()
     import deepspeed
 
+    if device.type == "cpu":
+        _no_shm_allreduce()
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
@@ -144,6 +151,22 @@ def _quiet_deepspeed() -> None:
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     import warnings
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")
+
+
+def _no_shm_allreduce() -> None:
+    """Keep DeepSpeed's CPU shared-memory all-reduce op from loading.
+
+    Only `inference_all_reduce` uses it (training never does), yet loading it JIT-builds a
+    C++ op, probes every op builder, and leaves two 69 MB segments per job in /dev/shm that
+    nothing unlinks. DeepSpeed decides through `deepspeed.ops.__compatible_ops__`, a dict it
+    caches on first use and documents as editable.
+    """
+    import deepspeed.ops
+
+    compatible = deepspeed.ops.__dict__.get("__compatible_ops__")
+    if compatible is None:
+        deepspeed.ops.__compatible_ops__ = compatible = {}
+    compatible["deepspeed_shm_comm"] = False
 
 
 def agree(ok: bool) -> list[bool]:
@@ -191,7 +214,9 @@ def build_ds_config(micro_batch: int, world: int, opts: DistOptions, bf16: bool)
         "gradient_accumulation_steps": opts.grad_accum,
         "train_batch_size": micro_batch * opts.grad_accum * world,
         "zero_optimization": {"stage": opts.zero_stage},
-        "bf16": {"enabled": bool(bf16)},
+        # bf16 through autocast: fp32 master weights and BatchNorm, bf16 convolutions and
+        # matmuls; the exported weights stay fp32 and every ZeRO stage supports it
+        "torch_autocast": {"enabled": bool(bf16), "dtype": "bfloat16"},
         "gradient_clipping": opts.clip,  # explicit: DeepSpeed's own default clips at 1.0
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
@@ -234,12 +259,13 @@ def lr_at(step: int, steps_per_epoch: int, base_lr: float, opts: DistOptions,
 
 def global_steps(n: int, global_batch: int, accum: int, world: int) -> tuple[int, bool]:
     """(steps per epoch, tail dropped?). A short last batch is kept when every rank gets at
-    least one object in each of its micro-steps; otherwise ranks would run different numbers
-    of forward passes, which hangs ZeRO-3 and synced BN, so it is dropped."""
+    least two objects in each of its micro-steps. With none, ranks would run different
+    numbers of forward passes (ZeRO-3 and synced BN would hang); with one, BatchNorm cannot
+    take batch statistics. Such a tail is dropped (the single-process loop would fail)."""
     full, tail = divmod(n, global_batch)
-    if tail and tail >= accum * world:
+    if tail and tail >= 2 * accum * world:
         return full + 1, False
-    return max(full, 1), bool(tail) and full > 0
+    return full, bool(tail)
 
 
 def micro_positions(m: int, accum: int, world: int, rank: int) -> list[np.ndarray]:
@@ -258,143 +284,6 @@ def eval_shard(n: int, world: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
     per = -(-n // world)
     rows = np.arange(rank * per, (rank + 1) * per)
     return np.where(rows < n, rows, 0), (rows < n).astype(np.float64)
-
-
-# ---------------------------------------------------------------- collectives with gradients
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """y = sum over ranks of x; dL/dx = sum over ranks of dL/dy (each rank's loss uses y)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        y = x.clone()
-        dist.all_reduce(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        g = grad.clone()
-        dist.all_reduce(g)
-        return g
-
-
-class _GatherRows(torch.autograd.Function):
-    """Concatenate every rank's rows (counts may differ); the gradient of a rank's slice is
-    summed over all ranks' losses, which is what makes a loss computed on the gathered batch
-    give, after DeepSpeed's gradient averaging, exactly the single-process gradient."""
-
-    @staticmethod
-    def forward(ctx, x, counts):
-        ctx.counts = counts
-        ctx.rank = dist.get_rank()
-        pad = max(counts) - x.shape[0]
-        xp = torch.cat([x, x.new_zeros(pad, *x.shape[1:])]) if pad else x.contiguous()
-        parts = [torch.empty_like(xp) for _ in counts]
-        dist.all_gather(parts, xp)
-        return torch.cat([p[:c] for p, c in zip(parts, counts)])
-
-    @staticmethod
-    def backward(ctx, grad):
-        g = grad.contiguous().clone()
-        dist.all_reduce(g)
-        start = sum(ctx.counts[:ctx.rank])
-        return g[start:start + ctx.counts[ctx.rank]], None
-
-
-def row_counts(n_local: int, device: torch.device) -> list[int]:
-    world = dist.get_world_size()
-    t = torch.tensor([n_local], device=device)
-    out = [torch.zeros_like(t) for _ in range(world)]
-    dist.all_gather(out, t)
-    return [int(c.item()) for c in out]
-
-
-def gather_rows(x: torch.Tensor | None, counts: list[int]) -> torch.Tensor | None:
-    if x is None or len(counts) == 1:
-        return x
-    if x.requires_grad:
-        return _GatherRows.apply(x, counts)
-    with torch.no_grad():
-        return _GatherRows.apply(x, counts)
-
-
-def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
-    return _AllReduceSum.apply(x) if dist.is_initialized() and dist.get_world_size() > 1 else x
-
-
-# ---------------------------------------------------------------- synced batch norm
-
-
-def _sync_bn_forward(self, x: torch.Tensor) -> torch.Tensor:
-    """BatchNorm over the global batch: the same numbers one process would compute.
-
-    torch.nn.SyncBatchNorm refuses CPU tensors, so this works on gloo as well; statistics
-    are summed with gradient-carrying all-reduces (two passes: mean, then variance).
-    """
-    if not self.training or dist.get_world_size() == 1:
-        return type(self).__mro__[1].forward(self, x)
-    dtype, x = x.dtype, x.float()  # statistics in float32 even when the model runs in bf16
-    dims = [0] + list(range(2, x.ndim))
-    c = x.shape[1]
-    count = torch.tensor([x.numel() / c], dtype=x.dtype, device=x.device)
-    total = all_reduce_sum(torch.cat([x.sum(dims), count]))
-    n = total[-1].detach()
-    mean = total[:c] / n
-    shape = [1, c] + [1] * (x.ndim - 2)
-    centred = x - mean.reshape(shape)
-    var = all_reduce_sum((centred * centred).sum(dims)) / n
-    y = centred * torch.rsqrt(var + self.eps).reshape(shape)
-    if self.affine:
-        y = y * self.weight.float().reshape(shape) + self.bias.float().reshape(shape)
-    y = y.to(dtype)
-    if self.track_running_stats:
-        with torch.no_grad():
-            self.num_batches_tracked.add_(1)
-            mom = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
-            unbiased = var.detach() * (n / max(n - 1, 1))
-            self.running_mean.mul_(1 - mom).add_(mean.detach().to(self.running_mean.dtype), alpha=mom)
-            self.running_var.mul_(1 - mom).add_(unbiased.to(self.running_var.dtype), alpha=mom)
-    if hasattr(self, "drop"):  # timm's BatchNormAct2d: norm, then dropout, then activation
-        y = self.drop(y)
-    if hasattr(self, "act"):
-        y = self.act(y)
-    return y
-
-
-_SYNC_CLASSES: dict[type, type] = {}
-
-
-def convert_sync_batchnorm(model: nn.Module) -> int:
-    """Make every BatchNorm layer normalise over the global batch; returns how many.
-
-    The layer's class is swapped for a subclass, not the module replaced, so parameter
-    names stay unchanged and checkpoints still load into a plain model.
-    """
-    n = 0
-    for module in model.modules():
-        cls = type(module)
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and cls not in _SYNC_CLASSES.values():
-            if cls not in _SYNC_CLASSES:
-                _SYNC_CLASSES[cls] = type(f"Sync{cls.__name__}", (cls,), {"forward": _sync_bn_forward})
-            module.__class__ = _SYNC_CLASSES[cls]
-            n += 1
-    return n
-
-
-def plain_state_dict(module: nn.Module, zero_stage: int) -> dict[str, torch.Tensor]:
-    """A float32 CPU state dict on every rank; under ZeRO-3 the partitioned parameters are
-    gathered first (a collective: every rank must call this)."""
-    if zero_stage == 3:
-        import deepspeed
-        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-            return _cpu_float(module.state_dict())
-    return _cpu_float(module.state_dict())
-
-
-def _cpu_float(state: dict) -> dict:
-    return {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().clone()
-            for k, v in state.items()}
 
 
 def options_dict(opts: DistOptions) -> dict:

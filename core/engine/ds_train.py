@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pickle
+import re
 import shutil
 import tempfile
 import time
@@ -28,11 +30,12 @@ from torch import nn
 from ..errors import UserError
 from ..progress import progress_bar
 from ..registry import get_registry
-from .distributed import (agree, build_ds_config, convert_sync_batchnorm, eval_shard,
-                          gather_rows, global_steps, init_distributed, lr_at, micro_positions,
-                          plain_state_dict, ranks, resolve_options, row_counts, use_bf16)
+from .collectives import convert_sync_batchnorm, gather_rows, plain_state_dict, row_counts
+from .distributed import (agree, build_ds_config, eval_shard, global_steps, init_distributed,
+                          lr_at, micro_positions, options_dict, ranks, resolve_options, use_bf16)
 from .models import classify, features
-from .runs import RunDir, load_checkpoint, save_checkpoint
+from .runs import (RunDir, deepspeed_safe_globals, load_checkpoint, save_checkpoint,
+                   weights_only_loads)
 
 log = logging.getLogger("astrotransfer")
 DS_DIR = "deepspeed"
@@ -83,11 +86,9 @@ class AdaptNet(nn.Module):
         self.adapter_module = adapter_module
         self.adapter = adapter
         self.adapt = adapt
-        self.input_dtype = torch.float32
         self.channels_last = False
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.input_dtype)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def forward(self, xs, ys=None, xt=None, progress: float = 0.0, scale: float = 1.0):
@@ -112,12 +113,63 @@ class AdaptNet(nn.Module):
             feats, logits, ys = gather_rows(feats, counts), gather_rows(logits, counts), \
                 gather_rows(ys, counts)
             tf, tl = gather_rows(tf, counts), gather_rows(tl, counts)
-        amp = (torch.autocast(feats.device.type, dtype=torch.bfloat16)
-               if self.input_dtype == torch.bfloat16 else nullcontext())
-        with amp:  # a bf16 adapter module (DANN's discriminator) gets matching inputs
+        # kernel distances and covariances lose too much in bf16: losses run in fp32 even
+        # when the engine runs the backbone under bf16 autocast
+        with torch.autocast(feats.device.type, enabled=False):
             loss = self.adapter.loss(feats, logits, tf, tl, progress, self.adapter_module,
                                      src_labels=ys)
         return loss.float()
+
+
+class _Loop:
+    """One epoch of the global-batch schedule, seen from one rank."""
+
+    def __init__(self, ctx, engine, opts, device, world, rank, micro, accum, steps, target,
+                 manage_lr):
+        self.ctx, self.engine, self.opts, self.device = ctx, engine, opts, device
+        self.world, self.rank, self.accum, self.steps = world, rank, accum, steps
+        self.global_batch = micro * accum * world
+        self.target, self.manage_lr = target, manage_lr
+
+    def epoch(self, epoch: int) -> tuple[torch.Tensor, float]:
+        """Returns (CE sum, adapt loss x count, correct, count) summed over ranks, and the lr."""
+        ctx, cfg, engine, device = self.ctx, self.ctx.cfg, self.engine, self.device
+        torch.manual_seed(cfg.seed * 100_003 + epoch + 1_000_003 * self.rank)  # augment, dropout
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same on all ranks
+        perm = torch.randperm(len(ctx.x_train), generator=gen)
+        engine.train()
+        sums = torch.zeros(4, dtype=torch.float64)
+        lr = cfg.lr
+        bar = progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", self.steps) if self.rank == 0 \
+            else nullcontext(lambda *a, **k: None)
+        with bar as advance:
+            for step in range(self.steps):
+                batch = perm[step * self.global_batch:(step + 1) * self.global_batch]
+                m = len(batch)
+                ti = (torch.randint(0, len(self.target), (m,), generator=gen)
+                      if self.target is not None else None)
+                done = epoch * self.steps + step
+                if self.manage_lr:
+                    lr = lr_at(done, self.steps, cfg.lr, self.opts, self.world, self.accum)
+                    for group in engine.optimizer.param_groups:
+                        group["lr"] = lr
+                for pos in micro_positions(m, self.accum, self.world, self.rank):
+                    pos = torch.from_numpy(pos)
+                    idx = batch[pos]
+                    xb = _augment(ctx.augment, ctx.x_train[idx]).to(device, non_blocking=True)
+                    yb = ctx.y_train[idx].to(device)
+                    xt = None if ti is None else _augment(ctx.augment, self.target[ti[pos]]).to(
+                        device, non_blocking=True)
+                    objective, ce, extra, correct = engine(
+                        xb, yb, xt, done / (cfg.epochs * self.steps), self.world * self.accum / m)
+                    engine.backward(objective)
+                    engine.step()
+                    sums += torch.tensor([ce.item(), extra.item() * len(idx), correct.item(),
+                                          len(idx)], dtype=torch.float64)
+                advance(1, info=f"loss {float(ce) / max(1, len(idx)):.3f}")
+        if self.world > 1:
+            dist.all_reduce(sums)
+        return sums, lr
 
 
 class DeepSpeedTrainer:
@@ -127,7 +179,8 @@ class DeepSpeedTrainer:
 
     def fit(self, ctx) -> None:
         cfg = ctx.cfg
-        opts = resolve_options(cfg)
+        state = ctx.resume_state
+        opts = resolve_options(cfg, (state or {}).get("dist_options"))
         device = init_distributed(torch.device(opts.device) if opts.device else ctx.device)
         if getattr(cfg, "stages", None):
             raise UserError("progressive unfreezing (stages) is not supported by the deepspeed "
@@ -136,7 +189,6 @@ class DeepSpeedTrainer:
         rank, world, _ = ranks()
         if opts.sync_bn and world > 1:
             log.info("synced BatchNorm on %d layers", convert_sync_batchnorm(ctx.model))
-        state = ctx.resume_state
         if state is not None:  # weights before initialize: ZeRO-3 partitions them there
             ctx.model.load_state_dict(state["model"])
             if ctx.adapter_module is not None and state.get("adapter"):
@@ -153,52 +205,24 @@ class DeepSpeedTrainer:
             log.info("resuming %s at epoch %d on %d rank(s)", ctx.run.path, start + 1, world)
         n = len(ctx.x_train)
         steps, dropped = global_steps(n, micro * accum * world, accum, world)
+        if steps == 0:
+            raise UserError(f"{n} training objects are too few for {world} rank(s) x {accum} "
+                            f"micro-step(s) of at least 2 each; use fewer ranks or less "
+                            f"--grad-accum")
         if dropped:
             log.warning("the last %d objects of each epoch are skipped: too few to give each of "
-                        "%d ranks x %d micro-steps one", n % (micro * accum * world), world, accum)
+                        "%d ranks x %d micro-steps two", n % (micro * accum * world), world, accum)
         manage_lr = "scheduler" not in engine.config
         target = ctx.x_target if (net.adapt and ctx.x_target is not None
                                   and len(ctx.x_target)) else None
         log.info("%d rank(s) x batch %d x accumulation %d = global batch %d, ZeRO stage %d, %s",
                  world, micro, accum, micro * accum * world, opts.zero_stage,
-                 "bf16" if net.input_dtype == torch.bfloat16 else "fp32")
+                 "bf16 autocast" if net.bf16 else "fp32")
+        loop = _Loop(ctx, engine, opts, device, world, rank, micro, accum, steps, target,
+                     manage_lr)
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
-            torch.manual_seed(cfg.seed * 100_003 + epoch + 1_000_003 * rank)
-            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same on all ranks
-            perm = torch.randperm(n, generator=gen)
-            engine.train()
-            sums = torch.zeros(4, dtype=torch.float64)  # CE sum, adapt x count, correct, count
-            lr = cfg.lr
-            bar = progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", steps) if rank == 0 \
-                else nullcontext(lambda *a, **k: None)
-            with bar as advance:
-                for step in range(steps):
-                    batch = perm[step * micro * accum * world:(step + 1) * micro * accum * world]
-                    m = len(batch)
-                    ti = (torch.randint(0, len(target), (m,), generator=gen)
-                          if target is not None else None)
-                    progress = (epoch * steps + step) / (cfg.epochs * steps)
-                    if manage_lr:
-                        lr = lr_at(epoch * steps + step, steps, cfg.lr, opts, world, accum)
-                        for group in engine.optimizer.param_groups:
-                            group["lr"] = lr
-                    for pos in micro_positions(m, accum, world, rank):
-                        pos = torch.from_numpy(pos)
-                        idx = batch[pos]
-                        xb = _augment(ctx.augment, ctx.x_train[idx]).to(device, non_blocking=True)
-                        yb = ctx.y_train[idx].to(device)
-                        xt = (_augment(ctx.augment, target[ti[pos]]).to(device, non_blocking=True)
-                              if ti is not None else None)
-                        objective, ce, extra, correct = engine(xb, yb, xt, progress,
-                                                               world * accum / m)
-                        engine.backward(objective)
-                        engine.step()
-                        sums += torch.tensor([ce.item(), extra.item() * len(idx),
-                                              correct.item(), len(idx)], dtype=torch.float64)
-                    advance(1, info=f"loss {float(ce) / max(1, len(idx)):.3f}")
-            if world > 1:
-                dist.all_reduce(sums)
+            sums, lr = loop.epoch(epoch)
             val_loss, val_acc = self._evaluate(engine, ctx.x_val, ctx.y_val, device, world, rank)
             count = max(1.0, float(sums[3]))
             record = {"epoch": epoch + 1, "train_loss": float(sums[0]) / count,
@@ -207,7 +231,7 @@ class DeepSpeedTrainer:
                       "seconds": round(time.perf_counter() - t0, 2), "world_size": world}
             improved = val_loss < best_val
             best_val = min(best_val, val_loss)
-            self._checkpoint(ctx, engine, net, opts.zero_stage, epoch, record, improved, best_val)
+            self._checkpoint(ctx, engine, net, opts, epoch, record, improved, best_val)
 
     # ------------------------------------------------------------------ pieces
 
@@ -231,7 +255,7 @@ class DeepSpeedTrainer:
         except (AssertionError, ValueError) as exc:
             raise UserError(f"DeepSpeed refused the generated config ({_first_line(exc)}); "
                             f"check --deepspeed-config and the launch options") from None
-        net.input_dtype = torch.bfloat16 if bf16 else torch.float32
+        net.bf16 = bf16
         if opts.compile:
             engine.compile()
         return engine, net
@@ -244,8 +268,17 @@ class DeepSpeedTrainer:
                         "with a fresh optimizer", run)
             return
         try:
-            path, _ = engine.load_checkpoint(str(ds_dir), tag=tag,
-                                             load_lr_scheduler_states=False)
+            # DeepSpeed's loader asks torch.load for weights_only=False: forced off, so a
+            # run directory can never run code on resume
+            with weights_only_loads(*deepspeed_safe_globals()):
+                path, _ = engine.load_checkpoint(str(ds_dir), tag=tag,
+                                                 load_lr_scheduler_states=False)
+        except pickle.UnpicklingError as exc:
+            found = re.search(r"GLOBAL (\S+)", str(exc))
+            raise UserError(f"DeepSpeed state {ds_dir / tag} needs pickled code to load"
+                            f"{f' ({found.group(1)})' if found else ''}, which is refused for "
+                            f"safety; delete {ds_dir} to resume from last.pt's weights with a "
+                            f"fresh optimizer") from None
         except Exception as exc:
             path, detail = None, _first_line(exc)
         else:
@@ -274,15 +307,16 @@ class DeepSpeedTrainer:
         return float(sums[0]) / n, float(sums[1]) / n
 
     @staticmethod
-    def _checkpoint(ctx, engine, net, stage, epoch, record, improved, best_val) -> None:
+    def _checkpoint(ctx, engine, net, opts, epoch, record, improved, best_val) -> None:
         """DeepSpeed state (all ranks) first, then rank 0's plain exports: last.pt names the
         DeepSpeed tag, so a kill between the two resumes from the previous, complete tag."""
-        rank = ranks()[0]
+        rank, stage = ranks()[0], opts.zero_stage
         ds_dir = ctx.run.path / DS_DIR
         tag = f"epoch{epoch + 1:04d}"
         engine.save_checkpoint(str(ds_dir), tag=tag, client_state={"epoch": epoch})
         model = plain_state_dict(net.model, stage)
-        adapter = plain_state_dict(net.adapter_module, stage) if net.adapter_module else {}
+        adapter = ({} if net.adapter_module is None
+                   else plain_state_dict(net.adapter_module, stage))
         if rank != 0:
             return
         if improved:
@@ -292,7 +326,7 @@ class DeepSpeedTrainer:
         save_checkpoint(ctx.run.last, {
             "model": model, "adapter": adapter, "epoch": epoch, "best_val_loss": best_val,
             "trainer": "deepspeed", "ds_tag": tag, "world_size": record["world_size"],
-            "zero_stage": stage})
+            "zero_stage": stage, "dist_options": options_dict(opts)})
         ctx.run.append_epoch(record)
         for old in ds_dir.glob("epoch*"):
             if old.name != tag and old.is_dir():

@@ -77,14 +77,28 @@ def out_dir_for(run_path: Path, kind: str, data: Path, split: str) -> Path:
 
 
 # --------------------------------------------------------------------------- maps
+def check_map(method: str | None, dims: int = 2) -> None:
+    """Refuse a map that cannot be drawn before any features are computed."""
+    if method is None:
+        return
+    if method not in _MAP_NAMES:
+        raise UserError(f"unknown --map '{method}'; use tsne or umap")
+    if dims not in (2, 3):
+        raise UserError(f"--dims must be 2 or 3, got {dims}")
+    if method == "umap":
+        import importlib.util
+        if importlib.util.find_spec("umap") is None:
+            raise UserError("--map umap needs the umap-learn package, which is not installed; "
+                            "pip install umap-learn, or use --map tsne")
+
+
 def project(feats: np.ndarray, method: str, dims: int, seed: int = 0) -> np.ndarray:
     """t-SNE (scikit-learn) or UMAP (umap-learn, optional) coordinates of the features.
 
     Features are first reduced to 50 principal components, the usual t-SNE preprocessing:
     it removes noise dimensions and makes the neighbour search much cheaper.
     """
-    if dims not in (2, 3):
-        raise UserError(f"--dims must be 2 or 3, got {dims}")
+    check_map(method, dims)
     n = len(feats)
     if n < 5:
         raise UserError(f"a {method} map needs at least 5 objects, the split has {n}")
@@ -97,15 +111,9 @@ def project(feats: np.ndarray, method: str, dims: int, seed: int = 0) -> np.ndar
         perplexity = float(min(30.0, (n - 1) / 3))
         return TSNE(n_components=dims, perplexity=perplexity, init="pca",
                     random_state=seed).fit_transform(x)
-    if method == "umap":
-        try:
-            import umap
-        except ImportError:
-            raise UserError("--map umap needs the umap-learn package, which is not installed; "
-                            "pip install umap-learn, or use --map tsne") from None
-        return umap.UMAP(n_components=dims, n_neighbors=min(15, n - 1),
-                         random_state=seed).fit_transform(x)
-    raise UserError(f"unknown --map '{method}'; use tsne or umap")
+    import umap
+    return umap.UMAP(n_components=dims, n_neighbors=min(15, n - 1),
+                     random_state=seed).fit_transform(x)
 
 
 def cluster_purity(feats: np.ndarray, labels: np.ndarray, k: int, seed: int = 0) -> dict:

@@ -148,6 +148,10 @@ def evaluate_seeds(run_path: Path, seeds: list[Path], data: Path, split: str = "
     from .metrics import (aggregate_metrics, compute_metrics, information_maximization,
                           prediction_entropy)
 
+    unfinished = [s for s in seeds if not ((s / "best.pt").exists() or (s / "last.pt").exists())]
+    if unfinished:
+        raise UserError(f"seed run {unfinished[0]} has no checkpoint yet; finish the job with "
+                        f"`astrotransfer train --out {run_path} --resume`")
     evals = [evaluate_one(s, data, split, report) for s in seeds]
     first = evals[0]
     for e in evals[1:]:

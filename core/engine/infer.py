@@ -30,8 +30,11 @@ def load_run_model(run_path: Path | str, device: torch.device | None = None):
     try:
         model.load_state_dict(ckpt["model"])
     except (KeyError, RuntimeError) as exc:
-        raise UserError(f"checkpoint in {run.path} does not fit its {info['backbone']} model "
-                        f"({str(exc).splitlines()[0][:100]}); the run directory is damaged") from None
+        detail = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = detail[1] if len(detail) > 1 else (detail[0] if detail else type(exc).__name__)
+        raise UserError(f"checkpoint in {run.path} does not fit the {info['backbone']} model "
+                        f"its run.json describes ({detail[:160]}); the run directory is "
+                        f"damaged: restore run.json and the checkpoints, or re-train") from None
     model.eval().to(device or torch.device("cpu"))
     return model, info, run
 
@@ -41,7 +44,8 @@ def check_compatible(info: dict, store: CutoutStore) -> list[int]:
     if store.class_names and len(store.class_names) != info["num_classes"]:
         raise UserError(f"store {store.path} has {len(store.class_names)} classes "
                         f"({','.join(store.class_names)}) but the run was trained on "
-                        f"{info['num_classes']} ({','.join(info['class_names'])})")
+                        f"{info['num_classes']} ({','.join(info['class_names'])}); apply it to "
+                        f"a store with the run's classes, or train a run on these")
     return band_mapping(info["bands"], store)
 
 
@@ -92,11 +96,26 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
 def image_chunks(store: CutoutStore, indices: np.ndarray, bands: list[int], image_size: int,
                  batch_size: int, extra: Callable[[np.ndarray], dict] | None = None
                  ) -> Iterator[tuple[np.ndarray, torch.Tensor, dict]]:
-    """(rows, model-ready images, extra columns) per chunk of `batch_size` rows, in order."""
-    for start in range(0, len(indices), batch_size):
-        rows = indices[start:start + batch_size]
-        x = resize(torch.from_numpy(store.read_images(rows)[:, bands]), image_size)
-        yield rows, x, (extra(rows) if extra is not None else {})
+    """(rows, model-ready images, extra columns) per chunk of `batch_size` rows, in order.
+
+    Consecutive chunks whose rows fall within one zarr chunk's span are read together: zarr
+    decompresses whole chunks, so reading them batch by batch would decompress the same
+    chunk again for every small batch. Memory stays bounded by one span of rows.
+    """
+    span = max(batch_size, int(store.images.chunks[0]))
+    start, n = 0, len(indices)
+    while start < n:
+        stop = min(n, start + batch_size)
+        while stop < n and indices[min(n, stop + batch_size) - 1] - indices[start] < span:
+            stop = min(n, stop + batch_size)
+        block = indices[start:stop]
+        images = store.read_images(block)
+        cols = extra(block) if extra is not None else {}
+        for b in range(0, len(block), batch_size):
+            x = resize(torch.from_numpy(np.ascontiguousarray(images[b:b + batch_size][:, bands])),
+                       image_size)
+            yield block[b:b + batch_size], x, {k: v[b:b + batch_size] for k, v in cols.items()}
+        start = stop
 
 
 @torch.no_grad()

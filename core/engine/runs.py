@@ -7,9 +7,12 @@ Checkpoints hold only tensors and plain Python values so that they load with
 """
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
 import pickle
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -41,14 +44,60 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise UserError(f"checkpoint {path} does not exist; train the run first "
                         f"(or point to a run directory that finished an epoch)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # weights_only: tensors and plain values only, so loading can never run code
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f"it pickles {found.group(1)}" if found else str(exc).splitlines()[0][:120]
         raise UserError(f"checkpoint {path} needs pickled code to load, which is refused for "
-                        f"safety ({str(exc).splitlines()[0][:120]}); re-save it as a plain "
-                        f"state dict") from None
+                        f"safety ({what}); use checkpoints written by astrotransfer, or re-save "
+                        f"it as a plain state dict") from None
     except Exception as exc:
         raise UserError(f"checkpoint {path} is corrupt or not a torch checkpoint "
                         f"({type(exc).__name__}); re-train or restore the file") from None
+    if not (isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict)):
+        raise UserError(f"checkpoint {path} is not an astrotransfer checkpoint (no 'model' "
+                        f"state dict); re-train or restore the file")
+    return ckpt
+
+
+@contextlib.contextmanager
+def weights_only_loads(*safe_globals):
+    """Every `torch.load` inside runs with `weights_only=True`, whatever its caller asked.
+
+    For third-party loaders that pass `weights_only=False` themselves, such as DeepSpeed's
+    `engine.load_checkpoint` on `train --resume`: a run directory is data, and unpickling it
+    must never run code. `safe_globals` are the plain-data classes such a loader's files are
+    known to hold (see `deepspeed_safe_globals`).
+    """
+    original = torch.load
+
+    def load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return original(*args, **kwargs)
+
+    torch.load = load
+    try:
+        with torch.serialization.safe_globals(list(safe_globals)):
+            yield
+    finally:
+        torch.load = original
+
+
+def deepspeed_safe_globals() -> list:
+    """The data classes DeepSpeed pickles into its ZeRO optimizer states (fp32/fp16/bf16,
+    stages 0-3): loss scalers, the stage enum and parameter fragment addresses."""
+    names = [("deepspeed.runtime.fp16.loss_scaler", "LossScaler"),
+             ("deepspeed.runtime.fp16.loss_scaler", "DynamicLossScaler"),
+             ("deepspeed.runtime.zero.config", "ZeroStageEnum"),
+             ("deepspeed.utils.tensor_fragment", "fragment_address")]
+    found = []
+    for module, name in names:
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return found
 
 
 class RunDir:

@@ -62,7 +62,8 @@ def observe(model, info: dict, store: CutoutStore, rows: np.ndarray,
         probs.append(p)
     if not feats:
         k = info["num_classes"]
-        return Observed(rows, np.zeros((0, 1), np.float32), np.zeros((0, k)), rows.astype(int))
+        return Observed(rows, np.zeros((0, 1), np.float32), np.zeros((0, k)),
+                        np.zeros(0, np.int64))
     return Observed(rows, np.concatenate(feats), np.concatenate(probs).astype(np.float64),
                     store.column("label")[rows].astype(np.int64))
 
@@ -224,10 +225,10 @@ def rank_runs(runs: list[Path], target: Path, score: str, source: Path | None = 
     if not runs:
         raise UserError("rank needs at least one run directory")
     results = [score_run(r, target, source, split, max_objects, seed) for r in expand_runs(runs)]
-    missing = [r["run"] for r in results if r.get(score) is None]
+    missing = [r for r in results if r.get(score) is None]
     if missing:
-        raise UserError(f"score '{score}' could not be computed for {missing[0]} "
-                        f"({results[0].get('reason', 'no source data')}); use --score "
+        raise UserError(f"score '{score}' could not be computed for {missing[0]['run']} "
+                        f"({missing[0].get('reason', 'no source data')}); use --score "
                         f"entropy or im, or pass --source")
     results.sort(key=lambda r: r[score])
     for i, r in enumerate(results, 1):

@@ -124,7 +124,8 @@ def crop_study(source: Path, out: Path, target: Path | None = None,
     """Train and test at each centre-crop size; results in `out/crop_study.json`.
 
     Every size gets `out/crop_<size>/` with its cropped stores and run directory; a size
-    whose result.json exists is reused, so a killed study continues where it stopped.
+    whose result.json exists with the same training options is reused, so a killed study
+    continues where it stopped while a study with new options retrains.
     """
     from ..config import load_config
     from .analysis_plots import plot_crop_study
@@ -146,9 +147,11 @@ def crop_study(source: Path, out: Path, target: Path | None = None,
     for size in sizes:
         folder = out / f"crop_{size}"
         done = folder / "result.json"
-        if done.exists():
-            results.append(json.loads(done.read_text()))
-            continue
+        if done.exists():  # same size and same training options: a finished result
+            old = json.loads(done.read_text())
+            if old.get("train_options") == (train_options or {}):
+                results.append(old)
+                continue
         folder.mkdir(exist_ok=True)
         src = crop_store(Path(source), folder / "source.zarr", size)
         tgt = crop_store(Path(target), folder / "target.zarr", size) if target else None
@@ -160,7 +163,8 @@ def crop_study(source: Path, out: Path, target: Path | None = None,
         if progress:
             progress(f"crop {size} px: training {run_dir}")
         train(load_config(None, opts))
-        res = {"crop": size, "run": str(run_dir), "source_test": _scores(run_dir, src),
+        res = {"crop": size, "run": str(run_dir), "train_options": train_options or {},
+               "source_test": _scores(run_dir, src),
                "target_test": _scores(run_dir, tgt) if tgt else None}
         best = res["target_test"] or res["source_test"] or {}
         res.update(accuracy=best.get("accuracy"), macro_f1=best.get("macro_f1"))

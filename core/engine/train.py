@@ -1,7 +1,11 @@
 """Turn a TrainConfig into a run: open stores, build the model and adapter, call the trainer.
 
 The loop itself lives in a trainer plugin (`register_trainers`), so a distributed or
-otherwise special loop can replace it without touching data or model set-up.
+otherwise special loop can replace it without touching data or model set-up. `train` also
+dispatches the jobs made of several ordinary runs: seed ensembles (`multirun`) and recursive
+pseudo-labelling (`recursive`). Whatever the job, every name, band mapping and stage rule is
+checked by `preflight` before the first epoch of the first run, so a typo never costs a
+finished seed or round.
 """
 from __future__ import annotations
 
@@ -18,13 +22,14 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..config import TrainConfig
-from ..errors import UserError
+from ..config import TrainConfig, normalize
+from ..errors import UserError, check_output_folder
 from ..registry import get_registry
 from ..store import CutoutStore, locked
 from .data import band_mapping, build_augment, labelled, load_tensors
 from .models import build_model
 from .runs import RunDir, load_checkpoint
+from .stages import check_stages
 
 log = logging.getLogger("astrotransfer")
 
@@ -58,6 +63,33 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def preflight(cfg: TrainConfig) -> dict:
+    """Every check that needs no tensor: names, stores, classes, bands. Returns the stores.
+
+    Cheap (registry look-ups and zarr metadata), so multi-run jobs call it once up front
+    and `prepare` again per run.
+    """
+    normalize(cfg)
+    reg = get_registry()
+    reg.get("trainer", cfg.trainer)
+    adapter = make_adapter(cfg)
+    from .models import find_provider
+    find_provider(cfg.backbone)
+    build_augment(cfg.augment)
+    source = CutoutStore.open(cfg.source)
+    if len(source.class_names) < 2:
+        raise UserError(f"source store {cfg.source} has {len(source.class_names)} class(es); "
+                        f"training needs a labelled source with at least 2 classes")
+    target = CutoutStore.open(cfg.target) if cfg.target else None
+    if adapter.needs_target and target is None:
+        raise UserError(f"adapter '{adapter.name}' needs an unlabelled target store; "
+                        f"pass --target")
+    tmap = band_mapping(source.bands, target) if target is not None else None
+    if cfg.target_labels and target is None:
+        raise UserError("--target-labels draws labelled objects from the target; pass --target")
+    return {"adapter": adapter, "source": source, "target": target, "tmap": tmap}
+
+
 def make_adapter(cfg: TrainConfig):
     """The adapter named by --adapt, with the Fisher/entropy add-ons folded in."""
     reg = get_registry()
@@ -83,16 +115,26 @@ def _target_indices(store: CutoutStore, n_labels: int, seed: int) -> tuple[np.nd
     return np.setdiff1d(train, chosen), chosen
 
 
+def _pseudo_labelled(path: str, target: CutoutStore) -> tuple[np.ndarray, np.ndarray]:
+    """Target rows and the labels a previous round's model gave them (recursive training)."""
+    import json
+    try:
+        data = json.loads(Path(path).read_text())
+        rows = np.asarray(data["rows"], dtype=np.int64)
+        labels = np.asarray(data["labels"], dtype=np.int64)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"pseudo-label file {path} is unreadable ({type(exc).__name__}); "
+                        f"rerun the recursive job to rebuild it") from None
+    if len(rows) != len(labels) or (len(rows) and (rows.max() >= target.n or rows.min() < 0)):
+        raise UserError(f"pseudo-label file {path} does not fit target store {target.path}; "
+                        f"rerun the recursive job to rebuild it")
+    return rows, labels
+
+
 def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
-    reg = get_registry()
-    trainer_name = cfg.trainer
-    reg.get("trainer", trainer_name)  # fail fast on unknown names, before any work
-    adapter = make_adapter(cfg)
-    source = CutoutStore.open(cfg.source)
+    checked = preflight(cfg)  # fail fast on unknown names and unmappable bands, before any work
+    adapter, source, target, tmap = (checked[k] for k in ("adapter", "source", "target", "tmap"))
     class_names = source.class_names
-    if len(class_names) < 2:
-        raise UserError(f"source store {cfg.source} has {len(class_names)} class(es); training "
-                        f"needs a labelled source with at least 2 classes")
     labels = source.column("label")
     tr, va = labelled(source.indices("train"), labels), labelled(source.indices("val"), labels)
     if len(tr) == 0:
@@ -101,10 +143,6 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
         cut = max(1, len(tr) // 10)
         tr, va = tr[cut:], tr[:cut]
     bands = source.bands
-    target = CutoutStore.open(cfg.target) if cfg.target else None
-    if adapter.needs_target and target is None:
-        raise UserError(f"adapter '{cfg.adapt}' needs an unlabelled target store; pass --target")
-    tmap = band_mapping(bands, target) if target is not None else None
     if target is not None and target.class_names and target.class_names != class_names:
         log.warning("target classes %s differ from source classes %s; labels compared by index",
                     target.class_names, class_names)
@@ -114,6 +152,7 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
     torch.manual_seed(cfg.seed)
     model, provenance = build_model(cfg.backbone, in_chans=len(bands), num_classes=len(class_names),
                                     pretrained=cfg.pretrained, drop_rate=cfg.drop_rate)
+    check_stages(model, cfg.stages)
     x_tr, y_tr = load_tensors(source, tr, list(range(len(bands))), image_size)
     x_va, y_va = load_tensors(source, va, list(range(len(bands))), image_size)
     x_t = None
@@ -124,6 +163,15 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
         if len(t_lab):
             xl, yl = load_tensors(target, t_lab, tmap, image_size)
             x_tr, y_tr = torch.cat([x_tr, xl]), torch.cat([y_tr, yl])
+        if cfg.pseudo_labels:
+            rows, plabels = _pseudo_labelled(cfg.pseudo_labels, target)
+            if len(rows):
+                order = np.argsort(rows)  # zarr reads want ascending rows
+                xp, _ = load_tensors(target, rows[order], tmap, image_size)
+                x_tr = torch.cat([x_tr, xp])
+                y_tr = torch.cat([y_tr, torch.from_numpy(plabels[order])])
+    elif cfg.pseudo_labels:
+        raise UserError("--pseudo-labels names target rows; pass the --target they came from")
     run = RunDir(Path(cfg.out))
     resume_state = _open_run_dir(run, cfg, resume)
     if resume_state is None:
@@ -165,7 +213,24 @@ def _open_run_dir(run: RunDir, cfg: TrainConfig, resume: bool) -> dict | None:
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
+    """One run, or a seed ensemble (`seeds` > 1) or recursive job (`recursive` > 0).
+
+    For the multi-run jobs the returned RunDir is the job folder (seeds.json / rounds.jsonl),
+    not a run; each member is an ordinary run directory inside it.
+    """
+    normalize(cfg)
+    if cfg.seeds > 1:
+        from .multirun import train_seeds
+        return train_seeds(cfg, resume)
+    if cfg.recursive:
+        from .recursive import train_recursive
+        return train_recursive(cfg, resume)
+    return train_one(cfg, resume)
+
+
+def train_one(cfg: TrainConfig, resume: bool = False) -> RunDir:
     out = Path(cfg.out)
+    check_output_folder(out, create=True)  # a file in the way fails here, not in mkdir
     if not resume and out.exists() and any(out.iterdir()):
         raise UserError(f"run directory {out} already exists and is not empty; "
                         f"choose another --out, or pass --resume to continue it")

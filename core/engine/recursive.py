@@ -1,0 +1,136 @@
+"""Recursive training (Khan et al. 2019): pseudo-label the target with the model, retrain.
+
+Round 0 is an ordinary training run. Each later round k takes the previous round's model,
+predicts the unlabelled target objects (train split) not yet pseudo-labelled, adds the
+`pseudo_top` most confident ones of each predicted class to the training set with the
+predicted class as label, and trains again starting from the previous round's best weights.
+The target thereby contributes its own, survey-specific examples, at the price of the
+model's mistakes: the per-round accuracy of the added labels is recorded whenever the
+target store has labels, so the price can be seen.
+
+Layout:
+    <out>/config.yaml              the job config (recursive: K)
+    <out>/round_<k>/               an ordinary run directory per round
+    <out>/pseudo_<k>.json          rows and labels added up to round k (k >= 1)
+    <out>/rounds.jsonl             one line per finished round (see `_round_record`)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..config import TrainConfig
+from ..store import CutoutStore, locked
+from .runs import RunDir, atomic_write_text
+
+log = logging.getLogger("astrotransfer")
+
+
+def _predict(run_path: Path, store: CutoutStore, rows: np.ndarray) -> np.ndarray:
+    from .infer import check_compatible, load_run_model, stream_predictions
+
+    model, info, _ = load_run_model(run_path)
+    if len(rows) == 0:
+        return np.zeros((0, info["num_classes"]), dtype=np.float32)
+    bands = check_compatible(info, store)
+    return np.concatenate([p for _, p, _ in stream_predictions(model, store, rows, bands,
+                                                               info["image_size"])])
+
+
+def select_confident(probs: np.ndarray, rows: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per predicted class, the `top` rows with the highest probability of that class."""
+    pred = probs.argmax(1)
+    keep_rows, keep_labels = [], []
+    for c in range(probs.shape[1]):
+        members = np.flatnonzero(pred == c)
+        best = members[np.argsort(-probs[members, c], kind="stable")[:top]]
+        keep_rows.append(rows[best])
+        keep_labels.append(np.full(len(best), c, dtype=np.int64))
+    return np.concatenate(keep_rows), np.concatenate(keep_labels)
+
+
+def _accuracy(store: CutoutStore, rows: np.ndarray, pred: np.ndarray) -> float | None:
+    truth = store.column("label")[rows]
+    mask = truth >= 0
+    return float((truth[mask] == pred[mask]).mean()) if mask.any() else None
+
+
+def _round_record(k: int, run: Path, target: CutoutStore, pseudo: dict, added: int,
+                  added_acc: float | None) -> dict:
+    epochs = RunDir(run).epochs()
+    best = min(epochs, key=lambda r: r["val_loss"]) if epochs else {}
+    test = target.indices("test")
+    test = test[target.column("label")[test] >= 0]
+    acc = None
+    if len(test):
+        acc = _accuracy(target, test, _predict(run, target, test).argmax(1))
+    rows = np.array(sorted(pseudo), dtype=np.int64)
+    return {"round": k, "run": run.name, "n_pseudo": len(pseudo), "n_added": added,
+            "added_label_accuracy": added_acc,
+            "pseudo_label_accuracy": (_accuracy(target, rows, np.array([pseudo[r] for r in rows]))
+                                      if len(rows) else None),
+            "source_val_acc": best.get("val_acc"), "epochs": len(epochs),
+            "target_test_accuracy": acc, "n_target_test": int(len(test))}
+
+
+def _rounds(out: Path) -> dict[int, dict]:
+    path = out / "rounds.jsonl"
+    if not path.exists():
+        return {}
+    return {r["round"]: r for r in map(json.loads, path.read_text().splitlines()) if r}
+
+
+def train_recursive(cfg: TrainConfig, resume: bool = False) -> RunDir:
+    from .multirun import open_job_dir, run_member
+    from .train import _target_indices, preflight
+
+    checked = preflight(cfg)
+    target: CutoutStore = checked["target"]
+    out = Path(cfg.out)
+    open_job_dir(out, cfg, resume, "rounds.jsonl")
+    pool, _ = _target_indices(target, cfg.target_labels, cfg.seed)
+    with locked(out, "run directory"):
+        records = {k: r for k, r in _rounds(out).items() if k <= cfg.recursive}
+        pseudo: dict[int, int] = {}
+        prev: Path | None = None
+        for k in range(cfg.recursive + 1):
+            run = out / f"round_{k}"
+            member = dataclasses.replace(cfg, out=str(run), recursive=0, seeds=1)
+            added, added_acc = 0, None
+            if k > 0:
+                pfile = out / f"pseudo_{k}.json"
+                if pfile.exists():
+                    data = json.loads(pfile.read_text())
+                    pseudo = dict(zip(data["rows"], data["labels"]))
+                    added, added_acc = data["n_added"], data["added_label_accuracy"]
+                else:
+                    rest = np.setdiff1d(pool, np.array(sorted(pseudo), dtype=np.int64))
+                    rows, labels = select_confident(_predict(prev, target, rest), rest,
+                                                    cfg.pseudo_top)
+                    added, added_acc = len(rows), _accuracy(target, rows, labels)
+                    pseudo.update(zip(rows.tolist(), labels.tolist()))
+                    keys = sorted(pseudo)
+                    atomic_write_text(pfile, json.dumps({
+                        "round": k, "from_run": prev.name, "rows": keys,
+                        "labels": [pseudo[r] for r in keys], "n_added": added,
+                        "added_label_accuracy": added_acc}))
+                log.info("round %d: %d pseudo-labelled target objects (%d new, label accuracy "
+                         "%s)", k, len(pseudo), added,
+                         "n/a" if added_acc is None else f"{added_acc:.3f}")
+                member = dataclasses.replace(member, pseudo_labels=str(pfile.resolve()),
+                                             pretrained=str((prev / "best.pt").resolve()))
+            run_member(member, resume)
+            if k not in records:
+                records[k] = _round_record(k, run, target, pseudo, added, added_acc)
+                atomic_write_text(out / "rounds.jsonl", "".join(
+                    json.dumps(records[i]) + "\n" for i in sorted(records)))
+            rec = records[k]
+            log.info("round %d: target test accuracy %s", k,
+                     "n/a (no target labels)" if rec["target_test_accuracy"] is None
+                     else f"{rec['target_test_accuracy']:.3f}")
+            prev = run
+    return RunDir(out)

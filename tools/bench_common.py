@@ -1,0 +1,46 @@
+"""Shared helpers of the tools/bench_*.py scripts: machine description and result output.
+
+Every benchmark prints one JSON document (and writes it with --json FILE) that starts with
+the machine it ran on and the load average around the measurement, because numbers taken
+on a shared machine mean little without it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "python": platform.python_version(),
+            "torch": torch.__version__, "load_avg_1m_start": os.getloadavg()[0],
+            "torch_threads": torch.get_num_threads()}
+
+
+@contextmanager
+def timed(box: dict, key: str = "seconds"):
+    t0 = time.perf_counter()
+    yield
+    box[key] = round(time.perf_counter() - t0, 3)
+
+
+def emit(result: dict, json_path: str | None) -> None:
+    result["machine"]["load_avg_1m_end"] = os.getloadavg()[0]
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_path:
+        Path(json_path).write_text(text + "\n")
