@@ -18,6 +18,10 @@ the frame that contains its whole stamp, preferring the one matching the catalog
 column and then the one where the object sits deepest inside. Stamps are never mosaicked
 across two frames: near a frame edge the object is skipped, or padded with --pad-edges.
 
+Flux. Frames are taken to be in flux per pixel (nanomaggies, counts, e-/s); a band sampled
+at another pixel scale is rescaled by the pixel-area ratio so that every band of a stamp is
+flux per output pixel and colours are preserved.
+
 Band of a frame. The survey's file-name pattern decides; where a name does not match, the
 header keywords FILTER, BAND, FILTER1, FILTER2 are read (first token, case-insensitive,
 also split at "_" and "-", so "g DECam SDSS c0001", "r_03" and "HSC-R" all work). A frame
@@ -38,7 +42,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.nddata import Cutout2D
 from astropy.wcs import WCS, FITSFixedWarning
-from astropy.wcs.utils import proj_plane_pixel_scales
+from astropy.wcs.utils import proj_plane_pixel_area, proj_plane_pixel_scales
 from reproject import reproject_interp
 
 from astrotransfer.errors import SkipObject, UserError
@@ -308,8 +312,11 @@ def _resample(cut: Cutout2D, name: str, band: str, grid, inside, blank_zero) -> 
     data = np.asarray(cut.data, dtype=np.float32)
     if blank_zero:  # drizzled mosaics mark "no exposure" with exact zeros, not NaN
         data = np.where(data == 0.0, np.float32(np.nan), data)
-    img, _ = reproject_interp((data, cut.wcs), out_wcs, shape_out=(size, size), order="bilinear",
-                              roundtrip_coords=False)
+    img = _interpolate(data, cut.wcs, out_wcs, size)
+    # Interpolation samples surface brightness per *frame* pixel; a band observed at a
+    # coarser or finer scale must be brought to flux per *output* pixel, or its colour
+    # against the other bands is off by the pixel-area ratio.
+    img *= proj_plane_pixel_area(out_wcs) / proj_plane_pixel_area(cut.wcs)
     blank = inside & ~np.isfinite(img)
     q = size // 4
     central = blank[q:size - q, q:size - q].mean()
@@ -326,6 +333,25 @@ def _resample(cut: Cutout2D, name: str, band: str, grid, inside, blank_zero) -> 
         img[~inside] = 0.0
         flags |= FLAG_PADDED
     return BandResult(image=img.astype(np.float32), flags=flags)
+
+
+def _interpolate(data: np.ndarray, wcs: WCS, out_wcs: WCS, size: int) -> np.ndarray:
+    """Bicubic resampling, NaN where the input was blank.
+
+    Bicubic keeps a well-sampled PSF's peak (bilinear flattens it by several sigma on bright
+    objects), but its spline prefilter spreads one NaN over the whole array; so blank pixels
+    are filled before interpolating and put back, through a bilinear map of the blank mask.
+    """
+    blank = ~np.isfinite(data)
+    opts = dict(shape_out=(size, size), roundtrip_coords=False)
+    if not blank.any():
+        return reproject_interp((data, wcs), out_wcs, order="bicubic", **opts)[0]
+    filled = np.where(blank, np.nanmedian(data) if (~blank).any() else 0.0, data)
+    img = reproject_interp((filled, wcs), out_wcs, order="bicubic", **opts)[0]
+    touched = reproject_interp((blank.astype(np.float32), wcs), out_wcs, order="bilinear",
+                               **opts)[0]
+    img[touched > 0] = np.nan
+    return img
 
 
 def cut_object(frames: FrameSet, bands: tuple[str, ...], ra: float, dec: float, size: int,

@@ -148,10 +148,12 @@ def write_frames(instrument: str, seed: int, n: int, out_dir: Path | str, *,
         fits.PrimaryHDU((arr / e).astype(np.float32), header).writeto(path, overwrite=True)
         frames[band] = path
     cat = out_dir / "catalog.csv"
+    legus = pop == "cluster"  # also the visual class as LEGUS/PHANGS number it (1-4)
     with open(cat, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["id", "ra", "dec", "label"])
+        w.writerow(["id", "ra", "dec", "label"] + (["class"] if legus else []))
         for i, (ra, dec) in zip(idx, radec):
-            w.writerow([object_id(pop, seed, i), f"{ra:.10f}", f"{dec:.10f}",
-                        object_params(pop, seed, i)["label"]])
+            label = object_params(pop, seed, i)["label"]
+            w.writerow([object_id(pop, seed, i), f"{ra:.10f}", f"{dec:.10f}", label]
+                       + ([label + 1] if legus else []))
     return {"frames": frames, "catalog": cat, "n": len(idx)}
