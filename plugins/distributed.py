@@ -257,8 +257,8 @@ def launch(
     connect_timeout: Annotated[float, typer.Option(help="seconds to wait for each host")] = 5.0,
     zero_stage: Annotated[Optional[int], typer.Option(help="ZeRO stage 0-3 [0]")] = None,
     grad_accum: Annotated[Optional[int], typer.Option(help="micro-batches per step [1]")] = None,
-    clip: Annotated[Optional[float], typer.Option(help="gradient-norm clipping, 0=off [0]")] = None,
-    lr_scaling: Annotated[Optional[str], typer.Option(help="none | linear (lr x ranks x accum); default linear")] = None,
+    clip_grad: Annotated[Optional[float], typer.Option(help="max gradient norm, 0=off [0]")] = None,
+    scale_lr: Annotated[Optional[bool], typer.Option("--scale-lr/--no-scale-lr", help="lr x ranks x grad-accum, i.e. with the global batch [on]")] = None,
     warmup_epochs: Annotated[Optional[float], typer.Option(help="ramp to the scaled lr [2]")] = None,
     sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="BatchNorm over the global batch; default off")] = None,
     precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16")] = None,
@@ -274,7 +274,8 @@ def launch(
                               master_port=master_port, no_ssh=no_ssh, node_rank=node_rank,
                               ssh_port=ssh_port, connect_timeout=connect_timeout)
     options = {k: v for k, v in dict(
-        zero_stage=zero_stage, grad_accum=grad_accum, clip=clip, lr_scaling=lr_scaling,
+        zero_stage=zero_stage, grad_accum=grad_accum, clip_grad=clip_grad,
+        lr_scaling=None if scale_lr is None else ("linear" if scale_lr else "none"),
         warmup_epochs=warmup_epochs, sync_bn=sync_bn, precision=precision, compile=compile,
         deepspeed_config=str(deepspeed_config.resolve()) if deepspeed_config else None,
         device="cpu" if num_procs else ("cuda" if num_gpus else None)).items() if v is not None}

@@ -36,7 +36,7 @@ from conftest import TINY_BACKBONE, error_lines, run_cli
 EPOCHS = 3
 RECIPE = {"adapt": "mmd", "backbone": TINY_BACKBONE, "pretrained": "none", "epochs": EPOCHS,
           "augment": [], "drop_rate": 0.0, "seed": 5}
-SCALING = ["--lr-scaling", "none", "--sync-bn", "--zero-stage", "2"]
+SCALING = ["--no-scale-lr", "--sync-bn", "--zero-stage", "2"]
 
 
 def train_args(src, tgt, cfg, out, *extra):
@@ -275,10 +275,10 @@ def test_deepspeed_config_generation_and_override(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="does not exist"):
         D.build_ds_config(8, 1, D.DistOptions(deepspeed_config=str(tmp_path / "no.json")), False)
     # precedence: launch option > TrainConfig field > default
-    cfg = type("Cfg", (), {"zero_stage": 1, "clip": 0.5, "device": "auto"})()
+    cfg = type("Cfg", (), {"zero_stage": 1, "clip_grad": 0.5, "device": "auto"})()
     monkeypatch.setenv(D.ENV_OPTIONS, D.encode_options({"zero_stage": 3}))
     opts = D.resolve_options(cfg)
-    assert (opts.zero_stage, opts.clip, opts.device, opts.lr_scaling) == (3, 0.5, None, "linear")
+    assert (opts.zero_stage, opts.clip_grad, opts.device, opts.lr_scaling) == (3, 0.5, None, "linear")
     with pytest.raises(UserError, match="--zero-stage"):
         D.DistOptions(zero_stage=4).validate()
 

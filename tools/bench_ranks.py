@@ -33,7 +33,7 @@ THREADS = 0  # threads per rank; 0: launch's default, cores / ranks
 
 def launch(ranks: int, *command: str) -> float:
     cmd = [sys.executable, "-m", "astrotransfer.cli", "launch", "--num-procs", str(ranks),
-           "--lr-scaling", "none", "--", *map(str, command)]
+           "--no-scale-lr", "--", *map(str, command)]
     t0 = time.perf_counter()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if THREADS:

@@ -37,7 +37,7 @@ class DistOptions:
 
     zero_stage: int = 0
     grad_accum: int = 1
-    clip: float = 0.0
+    clip_grad: float = 0.0
     lr_scaling: str = "linear"   # Goyal et al.: lr x (global batch / per-rank batch)
     warmup_epochs: float = 2.0   # linear ramp from the base lr to the scaled one (Khan et al.)
     sync_bn: bool = False
@@ -52,13 +52,13 @@ class DistOptions:
         if self.grad_accum < 1:
             raise UserError(f"--grad-accum must be at least 1, got {self.grad_accum}")
         if self.lr_scaling not in LR_SCALINGS:
-            raise UserError(f"--lr-scaling must be one of {', '.join(LR_SCALINGS)}, "
+            raise UserError(f"lr scaling must be one of {', '.join(LR_SCALINGS)}, "
                             f"got '{self.lr_scaling}'")
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, "
                             f"got '{self.precision}'")
-        if self.warmup_epochs < 0 or self.clip < 0:
-            raise UserError("--warmup-epochs and --clip must not be negative")
+        if self.warmup_epochs < 0 or self.clip_grad < 0:
+            raise UserError("--warmup-epochs and --clip-grad must not be negative")
         return self
 
 
@@ -217,7 +217,7 @@ def build_ds_config(micro_batch: int, world: int, opts: DistOptions, bf16: bool)
         # bf16 through autocast: fp32 master weights and BatchNorm, bf16 convolutions and
         # matmuls; the exported weights stay fp32 and every ZeRO stage supports it
         "torch_autocast": {"enabled": bool(bf16), "dtype": "bfloat16"},
-        "gradient_clipping": opts.clip,  # explicit: DeepSpeed's own default clips at 1.0
+        "gradient_clipping": opts.clip_grad,  # explicit: DeepSpeed's own default clips at 1.0
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
