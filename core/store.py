@@ -139,6 +139,15 @@ class CutoutStore:
             raise UserError(f"unknown split '{split}'; use one of {', '.join(SPLITS)} or all")
         return np.flatnonzero(self.column("split") == split)
 
+    def labelled_indices(self, split: str, needed_by: str) -> np.ndarray:
+        """Rows of `split` with a label; scoring commands cannot do anything without them."""
+        rows = self.indices(split)
+        rows = rows[self.column("label")[rows] >= 0]
+        if len(rows) == 0:
+            raise UserError(f"store {self.path} has no labelled objects in split '{split}'; "
+                            f"{needed_by} needs labels (try --split all)")
+        return rows
+
     def read_images(self, index: np.ndarray | slice) -> np.ndarray:
         """Images for the given rows as float32. Sorted contiguous reads keep zarr efficient."""
         if isinstance(index, slice):

@@ -32,12 +32,7 @@ def predict_split(run_path: Path, data: Path, split: str = "test"):
     model, info, run = load_run_model(run_path)
     store = CutoutStore.open(data)
     bands = check_compatible(info, store)
-    rows = store.indices(split)
-    labels = store.column("label")[rows]
-    rows = rows[labels >= 0]
-    if len(rows) == 0:
-        raise UserError(f"store {data} has no labelled objects in split '{split}'; "
-                        f"evaluate needs labels (try --split all)")
+    rows = store.labelled_indices(split, "evaluate")
     probs = np.concatenate([p for _, p, _ in stream_predictions(
         model, store, rows, bands, info["image_size"])])
     return store.column("label")[rows], probs, info, run, store

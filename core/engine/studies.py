@@ -37,12 +37,8 @@ def band_study(run_path: Path, data: Path, split: str = "test", batch_size: int 
     model, info, run = load_run_model(run_path)
     store = CutoutStore.open(data)
     bands = check_compatible(info, store)
-    rows = store.indices(split)
+    rows = store.labelled_indices(split, "the band study")
     labels = store.column("label")
-    rows = rows[labels[rows] >= 0]
-    if len(rows) == 0:
-        raise UserError(f"store {data} has no labelled objects in split '{split}'; the band "
-                        f"study compares accuracies and needs labels (try --split all)")
     names = list(info["bands"])
     correct = np.zeros(len(names) + 1, dtype=np.int64)
     for r, x, _ in prefetch(image_chunks(store, rows, bands, info["image_size"], batch_size)):

@@ -48,12 +48,8 @@ def split_metrics(run_path: Path, store: CutoutStore, split: str = "test") -> di
     from .metrics import compute_metrics
 
     model, info, _ = load_run_model(run_path)
-    rows = store.indices(split)
+    rows = store.labelled_indices(split, "the study")
     labels = store.column("label")
-    rows = rows[labels[rows] >= 0]
-    if len(rows) == 0:
-        raise UserError(f"store {store.path} has no labelled objects in split '{split}'; the "
-                        f"study scores accuracy and needs target labels there")
     bands = check_compatible(info, store)
     probs = np.concatenate([p for _, p, _ in stream_predictions(model, store, rows, bands,
                                                                 info["image_size"])])
