@@ -198,7 +198,7 @@ def embed(run: RunArg, data: DataOpt,
 
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="output folder")] = Path("demo_out"),
-         n: Annotated[int, typer.Option(help="objects per simulated survey")] = 1500,
+         n: Annotated[int, typer.Option(help="objects per simulated survey")] = 2000,
          epochs: Annotated[int, typer.Option(help="fine-tuning epochs")] = 4):
     """The main job: transfer a classifier from simulated SDSS to simulated DES."""
     from .demo import run_demo
