@@ -54,6 +54,18 @@ def make_sim_store(path: Path, instrument: str = "sdss", n: int = 64, size: int 
     return path
 
 
+def train_tiny(source: Path, out: Path, **overrides) -> Path:
+    """A one-epoch run of the tiny test backbone from random init: the run directory that
+    evaluate/predict/lock/security tests need, without their training details."""
+    from astrotransfer.config import TrainConfig
+    from astrotransfer.engine.train import train
+
+    opts = dict(backbone=TINY_BACKBONE, pretrained="none", epochs=1, batch_size=16, seed=0,
+                device="cpu")
+    train(TrainConfig(source=str(source), out=str(out), **{**opts, **overrides}))
+    return out
+
+
 @pytest.fixture(scope="session")
 def sim_pair(tmp_path_factory) -> tuple[Path, Path]:
     """A small labelled sim SDSS store and the same galaxies seen by sim DES."""

@@ -25,7 +25,7 @@ import pytest
 import zarr
 
 from astrotransfer.store import CutoutStore, check_store
-from conftest import TINY_BACKBONE, run_cli
+from conftest import TINY_BACKBONE, run_cli, train_tiny
 
 SEED = 20240611
 N_KILLS = 3
@@ -184,14 +184,8 @@ def test_train_killed_three_times_resumes_to_the_same_run(train_store, tmp_path)
 
 @pytest.fixture(scope="module")
 def trained_run(train_store, tmp_path_factory) -> Path:
-    from astrotransfer.config import TrainConfig
-    from astrotransfer.engine.train import train
-
-    out = tmp_path_factory.mktemp("pr") / "run"
-    train(TrainConfig(source=str(train_store), out=str(out), backbone=TINY_BACKBONE,
-                      pretrained="none", epochs=1, batch_size=16, seed=1, device="cpu",
-                      image_size=96))
-    return out
+    return train_tiny(train_store, tmp_path_factory.mktemp("pr") / "run", seed=1,
+                      image_size=96)
 
 
 def parts(out: Path) -> int:

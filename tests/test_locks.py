@@ -23,7 +23,7 @@ import pytest
 
 from astrotransfer.catalog import PartWriter
 from astrotransfer.store import CutoutStore, check_store, locked
-from conftest import TINY_BACKBONE, error_lines, run_cli
+from conftest import TINY_BACKBONE, error_lines, run_cli, train_tiny
 
 
 def assert_refused(proc, *needles):
@@ -42,13 +42,7 @@ def tree(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def run_dir(sim_pair, tmp_path_factory) -> Path:
-    from astrotransfer.config import TrainConfig
-    from astrotransfer.engine.train import train
-
-    out = tmp_path_factory.mktemp("lockrun") / "run"
-    train(TrainConfig(source=str(sim_pair[0]), out=str(out), backbone=TINY_BACKBONE,
-                      pretrained="none", epochs=1, batch_size=16, seed=0, device="cpu"))
-    return out
+    return train_tiny(sim_pair[0], tmp_path_factory.mktemp("lockrun") / "run")
 
 
 def test_store_second_ingest_is_refused_while_one_holds_it(tmp_path):

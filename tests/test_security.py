@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, TINY_BACKBONE, error_lines, run_cli
+from conftest import ROOT, TINY_BACKBONE, error_lines, run_cli, train_tiny
 
 CODE = ("core", "plugins", "surveys", "tools")
 
@@ -104,13 +104,7 @@ def test_every_load_site_is_weights_only():
 
 @pytest.fixture(scope="module")
 def run_dir(sim_pair, tmp_path_factory) -> Path:
-    from astrotransfer.config import TrainConfig
-    from astrotransfer.engine.train import train
-
-    out = tmp_path_factory.mktemp("sec") / "run"
-    train(TrainConfig(source=str(sim_pair[0]), out=str(out), backbone=TINY_BACKBONE,
-                      pretrained="none", epochs=1, batch_size=16, seed=0, device="cpu"))
-    return out
+    return train_tiny(sim_pair[0], tmp_path_factory.mktemp("sec") / "run")
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict"])

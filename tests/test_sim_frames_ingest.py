@@ -43,8 +43,8 @@ def centroid(img: np.ndarray, radius: float) -> np.ndarray:
     return np.array([(w * xx).sum(), (w * yy).sum()]) / w.sum()
 
 
-def ingest_frames(survey: str, folder, catalog, out, *extra):
-    inst = get_instrument([k for k, v in CASES.items() if v == survey][0])
+def ingest_frames(instrument: str, folder, catalog, out, *extra):
+    inst, survey = get_instrument(instrument), CASES[instrument]
     labels = ("--class-column", "class") if survey == "hst-phangs" else ()
     return run_cli("ingest", survey, "--frames", folder, "--catalog", catalog,
                    "--id-column", "id", "--ra-column", "ra", "--dec-column", "dec",
@@ -56,7 +56,7 @@ def ingest_frames(survey: str, folder, catalog, out, *extra):
 def test_frames_through_survey_adapter_equal_direct_stamps(instrument, tmp_path):
     inst = get_instrument(instrument)
     info = write_frames(instrument, 0, N, tmp_path / "frames", noise=False)
-    proc = ingest_frames(CASES[instrument], tmp_path / "frames", info["catalog"],
+    proc = ingest_frames(instrument, tmp_path / "frames", info["catalog"],
                          tmp_path / "s.zarr")
     assert proc.returncode == 0, proc.stderr
     store = CutoutStore.open(tmp_path / "s.zarr")
@@ -114,7 +114,7 @@ def test_sim_hst_store_and_a_zeroed_band_through_hst_phangs(tmp_path):
     zeroed = tmp_path / "frames" / "hst_F336W.fits"
     with fits.open(zeroed, mode="update") as hdul:
         hdul[0].data[:] = 0.0
-    proc = ingest_frames("hst-phangs", tmp_path / "frames", tmp_path / "frames" / "catalog.csv",
+    proc = ingest_frames("hst", tmp_path / "frames", tmp_path / "frames" / "catalog.csv",
                          tmp_path / "obs.zarr")
     assert proc.returncode == 0, proc.stderr
     obs = CutoutStore.open(tmp_path / "obs.zarr")
