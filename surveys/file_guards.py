@@ -9,7 +9,10 @@ reason (an error under --strict), never a crash or a machine out of memory.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
+
+from PIL import Image
 
 from astrotransfer.errors import SkipObject
 
@@ -19,6 +22,9 @@ from astrotransfer.errors import SkipObject
 # Pillow's own guard (Image.MAX_IMAGE_PIXELS, 89 M px) only *warns* up to 179 M px, which
 # for an RGB image means ~2 GB decoded as float32 here, so it is not enough on its own.
 MAX_IMAGE_PIXELS = 4096 * 4096
+# Pillow warns (on stderr) when it opens an image between its limit and twice it; such an
+# image is refused here with a reason, so the warning would only be a stray second line.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 # Frames compressed as a stream (.gz, .bz2) cannot be read by section: astropy decompresses
 # the whole data unit into memory. 1 GiB holds a 16k x 16k float32 frame (DES tiles are
 # 10k x 10k); a header claiming more is refused rather than allocated.
