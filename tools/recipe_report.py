@@ -26,14 +26,14 @@ def _first_loss(r: dict) -> float:
 
 
 def ablation_table(results, part: str, labels, score: str, tta_score: str | None) -> list[str]:
-    lines = [f"| recipe | {score} accuracy | balanced accuracy | most confident half | "
-             "epoch-1 train loss | wall time per run (s) |", "|---|---|---|---|---|---|"]
+    lines = [f"| recipe | seeds | {score} accuracy | balanced accuracy | most confident half | "
+             "epoch-1 train loss | wall time per run (s) |", "|---|---|---|---|---|---|---|"]
     for label in labels:
         runs = _group(results, part, label)
         if not runs:
             continue
         sc = [r["scores"][score] for r in runs]
-        lines.append(f"| {label} | {_ms([s['accuracy'] for s in sc])} | "
+        lines.append(f"| {label} | {len(runs)} | {_ms([s['accuracy'] for s in sc])} | "
                      f"{_ms([s['balanced'] for s in sc])} | {_ms([s['top50'] for s in sc])} | "
                      f"{_ms([_first_loss(r) for r in runs], 2)} | "
                      f"{_ms([r['seconds'] for r in runs], 0)} |")
@@ -42,16 +42,16 @@ def ablation_table(results, part: str, labels, score: str, tta_score: str | None
             cost = statistics.fmean(r["scores"][tta_score]["eval_seconds"] /
                                     max(1e-9, r["scores"][score]["eval_seconds"]) for r in runs)
             lines.append(f"| {label} + TTA ×8 (evaluation only, {cost:.1f}× the evaluation "
-                         f"time) | {_ms([s['accuracy'] for s in tt])} | "
+                         f"time) | {len(runs)} | {_ms([s['accuracy'] for s in tt])} | "
                          f"{_ms([s['balanced'] for s in tt])} | {_ms([s['top50'] for s in tt])} "
                          f"| | |")
     return lines
 
 
 def small_table(results) -> list[str]:
-    lines = ["| survey | method | test accuracy | balanced | max val loss after epoch 1 / ln 2 "
-             "| ECE before → after T | fitted T | epochs | wall time (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| survey | method | seeds | test accuracy | balanced | max val loss after epoch 1 "
+             "/ ln 2 | ECE before → after T | fitted T | epochs | wall time (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name in ("gz1", "ceers"):
         for method in ("fine-tune (defaults)", "linear probe"):
             runs = _group(results, "small", name, method)
@@ -61,7 +61,7 @@ def small_table(results) -> list[str]:
             worst = [max(e["val_loss"] for e in r["epochs"][1:] or r["epochs"]) / math.log(2)
                      for r in runs]
             lines.append(
-                f"| {name.upper()} | {method} | {_ms([s['accuracy'] for s in sc])} | "
+                f"| {name.upper()} | {method} | {len(runs)} | {_ms([s['accuracy'] for s in sc])} | "
                 f"{_ms([s['balanced'] for s in sc])} | {_ms(worst, 2)} | "
                 f"{_ms([s['ece'] for s in sc])} → {_ms([s['ece_after'] for s in sc])} | "
                 f"{_ms([s['temperature'] for s in sc], 2)} | {len(runs[0]['epochs'])} | "
@@ -139,7 +139,7 @@ def write_report(results: list[dict], p: dict, speed: dict, args, seconds: float
         f"{platform.machine()} with 2 worker processes of one thread each (shared 2-core "
         f"machine). Every run: `tf_efficientnet_lite0` with ImageNet weights (offline), batch "
         f"{p['batch_size']}, AdamW, head lr 1e-3; equal epochs within a table. Means ± std over "
-        f"seeds 0..{p['seeds'] - 1}.", "",
+        f"seeds (the seeds column says how many ran; the plan is {p['seeds']}).", "",
         "## (a) Ablation on real GZ1 (elliptical vs spiral)", "",
         f"SDSS Galaxy Zoo 1 images (`../shared/data/gz1_sdss`), centre 212 px resized to "
         f"{p['size']} px in the store and trained at {p['train_size']} px, {p['epochs']} "
@@ -150,7 +150,8 @@ def write_report(results: list[dict], p: dict, speed: dict, args, seconds: float
         "## (a) Ablation on sim SDSS → sim DES (the demo's pair)", "",
         f"{p['sim_n']} GalSim galaxies, SDSS 64 px stamps → DES 32 px stamps, trained on SDSS "
         f"only (fine-tuning), {p['sim_epochs']} epochs at 32 px; DES test split of "
-        f"**{n_test['des']} objects**.", "",
+        f"**{n_test['des']} objects**. Only the ends of the ablation (v0.1, the head fix, all "
+        "changes) fit the 2-core budget here.", "",
         *ablation_table(results, "sim", ABLATION, "target", "target_tta"), "",
         "## (c) Small data: 300 labelled objects", "",
         f"{p['small_n']} objects from the TRAIN split of each full store (80 % train / 20 % val "
