@@ -68,6 +68,9 @@ class TrainConfig:
     clip_grad: float = 0.0  # max gradient norm; 0 = off
     warmup_epochs: float | None = None  # None: the trainer's default (standard: no warm-up)
     scale_lr: bool = False  # lr x grad_accum (linear scaling rule for the effective batch)
+    # how source bands become model inputs: auto (by name, else the one-band mean view for a
+    # one-band target, else by position) | mean (always the mean view); engine/matching.py
+    band_policy: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
