@@ -143,6 +143,8 @@ def plan_bands(source: CutoutStore, target: CutoutStore | None, policy: str = "a
                           f"({','.join(tgt)}); channels taken in order"}
         else:
             bands_for({"bands": src}, target)  # raises the one-line error naming the fix
+            raise UserError(f"target {target.path} has bands {','.join(tgt)}, source "
+                            f"{','.join(src)}; re-ingest one of them with --bands")
     log.warning("band policy: %s -> model input %s (%s)", rec["rule"],
                 ",".join(rec["model_bands"]), rec["why"])
     return rec
