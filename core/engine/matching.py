@@ -41,6 +41,7 @@ from ..store import CutoutStore
 
 log = logging.getLogger("astrotransfer")
 BAND_POLICIES = ("auto", "mean")
+_ANNOUNCED: set = set()
 
 
 # --------------------------------------------------------------------------- classes
@@ -60,7 +61,9 @@ def label_remap(run_classes: list[str], store: CutoutStore) -> np.ndarray:
             f"trained on {len(want)} ({','.join(want)}); classes are matched by name: "
             f"re-ingest the store with --label-map naming the run's classes, or train a run "
             f"on these")
-    if have != want:
+    key = (str(store.path), tuple(have), tuple(want))
+    if have != want and key not in _ANNOUNCED:  # once per store and run classes, not per read
+        _ANNOUNCED.add(key)
         log.info("classes of %s matched by name: its order %s translated to the run's %s",
                  store.path, ",".join(have), ",".join(want))
     return np.array([want.index(c) for c in have], dtype=np.int64)
