@@ -207,3 +207,15 @@ def test_position_only_mapping_is_printed_and_stored(colour_to_grey, tmp_path):
     assert any(ln.startswith("band policy: order") for ln in proc.stderr.splitlines())
     info = json.loads((out / "run.json").read_text())
     assert info["band_policy"]["rule"] == "order" and info["band_policy"]["target_mapping"] == "order"
+
+
+def test_recursive_rounds_score_a_reversed_target_by_name(orders, tmp_path):
+    from astrotransfer.engine.studies_fewshot import split_metrics
+
+    a, b, _, _ = orders
+    job = train_tiny(a, tmp_path / "rec", target=str(b), recursive=1, pseudo_top=4)
+    rounds = [json.loads(ln) for ln in (job / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [0, 1]
+    for r in rounds:  # the job scores target b; the same run scored on a must agree
+        on_a = split_metrics(job / r["run"], CutoutStore.open(a), "test")
+        assert r["target_test_accuracy"] == pytest.approx(on_a["accuracy"])
