@@ -34,6 +34,7 @@ from .collectives import convert_sync_batchnorm, gather_rows, plain_state_dict, 
 from .distributed import (agree, build_ds_config, eval_shard, global_steps, init_distributed,
                           lr_at, micro_positions, options_dict, ranks, resolve_options, use_bf16)
 from .models import classify, features
+from .optim import build_optimizer, layerwise_groups
 from .runs import (RunDir, deepspeed_safe_globals, load_checkpoint, save_checkpoint,
                    weights_only_loads)
 
@@ -87,6 +88,7 @@ class AdaptNet(nn.Module):
         self.adapter = adapter
         self.adapt = adapt
         self.channels_last = False
+        self.label_smoothing = 0.0
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -96,7 +98,8 @@ class AdaptNet(nn.Module):
         logits = classify(self.model, raw).float()
         if ys is None:
             return logits
-        ce_sum = F.cross_entropy(logits, ys, reduction="sum")
+        ce_sum = F.cross_entropy(logits, ys, reduction="sum",
+                                 label_smoothing=self.label_smoothing)
         extra = logits.new_zeros(())
         if self.adapt:
             extra = self._adapt_loss(raw.float(), logits, ys, xt, progress)
@@ -152,7 +155,7 @@ class _Loop:
                 if self.manage_lr:
                     lr = lr_at(done, self.steps, cfg.lr, self.opts, self.world, self.accum)
                     for group in engine.optimizer.param_groups:
-                        group["lr"] = lr
+                        group["lr"] = lr * group.get("lr_scale", 1.0)
                 for pos in micro_positions(m, self.accum, self.world, self.rank):
                     pos = torch.from_numpy(pos)
                     idx = batch[pos]
@@ -241,14 +244,20 @@ class DeepSpeedTrainer:
 
         net = AdaptNet(ctx.model, ctx.adapter, ctx.adapter_module,
                        uses_adapter(ctx.cfg, ctx.adapter)).to(device)
-        if device.type == "cuda":  # NHWC is what tensor cores want for convolutions
+        if device.type == "cuda" or ctx.cfg.channels_last:  # NHWC: faster convolutions
             net.to(memory_format=torch.channels_last)
             net.channels_last = True
+        net.label_smoothing = ctx.cfg.label_smoothing
         bf16 = use_bf16(opts, device)
         conf = build_ds_config(ctx.cfg.batch_size, world, opts, bf16)
         params = [p for p in net.parameters() if p.requires_grad]
-        client = None if "optimizer" in conf else torch.optim.AdamW(
-            params, lr=ctx.cfg.lr, weight_decay=ctx.cfg.weight_decay)
+        # the standard trainer's groups: lr x layer_decay per block, no decay on norms/biases
+        groups = layerwise_groups(ctx.model, ctx.cfg.weight_decay, ctx.cfg.layer_decay)
+        if ctx.adapter_module is not None:
+            groups.append({"params": [p for p in ctx.adapter_module.parameters()
+                                      if p.requires_grad], "lr_scale": 1.0})
+        client = None if "optimizer" in conf else build_optimizer(
+            "adamw", [g for g in groups if g["params"]], ctx.cfg.lr, ctx.cfg.weight_decay)
         try:
             engine, *_ = deepspeed.initialize(model=net, optimizer=client,
                                               model_parameters=params, config=conf)
@@ -337,9 +346,7 @@ class DeepSpeedTrainer:
 
 
 def _augment(augment, x: torch.Tensor) -> torch.Tensor:
-    if augment is None:
-        return x
-    return torch.stack([augment(xi) for xi in x])
+    return x if augment is None else augment(x)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -13,15 +13,19 @@ from ..errors import UserError
 from ..store import CutoutStore
 from .data import resize
 from .matching import bands_for, label_remap, take_bands
-from .models import build_model, classify, features
+from .models import build_model, classify, features, set_tta
 from .runs import RunDir, load_checkpoint
 
 T = TypeVar("T")
 _DONE = object()
 
 
-def load_run_model(run_path: Path | str, device: torch.device | None = None):
-    """The run's best model in eval mode, and its run.json facts."""
+def load_run_model(run_path: Path | str, device: torch.device | None = None, tta: int = 1):
+    """The run's best model in eval mode, and its run.json facts.
+
+    `tta` > 1 averages that many flips/rotations per cutout (`models.set_tta`). The model
+    is in channels-last memory format, which oneDNN runs faster on CPU.
+    """
     run = RunDir(Path(run_path))
     info = run.info()
     ckpt = load_checkpoint(run.best if run.best.exists() else run.last)
@@ -37,6 +41,8 @@ def load_run_model(run_path: Path | str, device: torch.device | None = None):
                         f"its run.json describes ({detail[:160]}); the run directory is "
                         f"damaged: restore run.json and the checkpoints, or re-train") from None
     model.eval().to(device or torch.device("cpu"))
+    model.to(memory_format=torch.channels_last)
+    set_tta(model, tta)
     return model, info, run
 
 
@@ -142,7 +148,7 @@ def stream_chunks(model, store: CutoutStore, indices: np.ndarray, bands: list[in
     device = device or torch.device("cpu")
     chunks = image_chunks(store, indices, bands, image_size, batch_size, extra)
     for rows, x, cols in prefetch(chunks, prefetch_depth):
-        feats = features(model, x.to(device))
+        feats = features(model, x.to(device).contiguous(memory_format=torch.channels_last))
         probs = torch.softmax(classify(model, feats).float(), dim=1)
         yield (rows, probs.cpu().numpy(),
                feats.float().cpu().numpy() if with_features else None, cols)

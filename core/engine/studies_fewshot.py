@@ -38,7 +38,7 @@ def run_members(path: Path) -> list[Path]:
     return [path]
 
 
-def split_metrics(run_path: Path, store: CutoutStore, split: str = "test") -> dict:
+def split_metrics(run_path: Path, store: CutoutStore, split: str = "test", tta: int = 1) -> dict:
     """compute_metrics of one run's best model on the labelled objects of a store's split.
 
     Lighter than `evaluate` (no calibration, label-free scores or report): studies score
@@ -48,7 +48,7 @@ def split_metrics(run_path: Path, store: CutoutStore, split: str = "test") -> di
     from .matching import run_labels
     from .metrics import compute_metrics
 
-    model, info, _ = load_run_model(run_path)
+    model, info, _ = load_run_model(run_path, tta=tta)
     rows = store.labelled_indices(split, "the study")
     bands = check_compatible(info, store)
     probs = np.concatenate([p for _, p, _ in stream_predictions(model, store, rows, bands,
