@@ -108,6 +108,7 @@ def train(
     zero_stage: Annotated[Optional[int], typer.Option(help="DeepSpeed ZeRO stage (deepspeed trainer) [0]")] = None,
     deepspeed_config: Annotated[Optional[str], typer.Option(help="DeepSpeed JSON config (deepspeed trainer)")] = None,
     trainer: Annotated[Optional[str], typer.Option(help="training loop plugin [standard]")] = None,
+    band_policy: Annotated[Optional[str], typer.Option(help="auto | mean: source bands → model input (mean: one channel, the mean of the bands) [auto]")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda [auto]")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file of these options")] = None,
     resume: Annotated[bool, typer.Option(help="continue a killed run (or seed/recursive job) in --out")] = False,
@@ -130,7 +131,7 @@ def train(
                      recursive=recursive, pseudo_top=pseudo_top, grad_accum=grad_accum,
                      clip_grad=clip_grad, warmup_epochs=warmup_epochs, scale_lr=scale_lr,
                      zero_stage=zero_stage, deepspeed_config=deepspeed_config,
-                     trainer=trainer, device=device)
+                     trainer=trainer, device=device, band_policy=band_policy)
     if resume and config is None and (out / "config.yaml").exists():
         config = out / "config.yaml"
     run = run_train(load_config(config, overrides), resume=resume)

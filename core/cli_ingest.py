@@ -59,6 +59,7 @@ def make_ingest_command(survey: Survey, console: Console):
         console.print(f"[green]ingested[/] {summary.n_ingested} objects into {summary.out} "
                       f"({summary.seconds:.1f} s, {rate:.0f}/s); skipped {summary.n_skipped}"
                       + (f"; resumed after {summary.n_resumed} done" if summary.n_resumed else ""))
+        console.print("  " + _contents(summary.out))
         for reason, count in sorted(summary.skip_reasons.items(), key=lambda kv: -kv[1]):
             console.print(f"  skipped {count:>6}  {reason}")
         if summary.n_skipped:
@@ -70,6 +71,20 @@ def make_ingest_command(survey: Survey, console: Console):
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__doc__ = survey.description
     return command
+
+
+def _contents(path: Path) -> str:
+    """'bands grey; classes elliptical 120, spiral 40; unlabelled 0': what the store holds."""
+    import numpy as np
+
+    from .store import CutoutStore
+
+    store = CutoutStore.open(path)
+    labels = store.column("label")
+    counts = np.bincount(labels[labels >= 0], minlength=len(store.class_names))
+    classes = ", ".join(f"{n} {int(c)}" for n, c in zip(store.class_names, counts)) or "none"
+    return (f"bands {','.join(store.bands)}; classes {classes}; "
+            f"unlabelled {int((labels < 0).sum())}")
 
 
 def build_ingest_app(surveys: list[Survey], console: Console) -> typer.Typer:

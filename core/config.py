@@ -81,6 +81,9 @@ class TrainConfig:
     warmup_epochs: float | None = None  # None: the trainer's default (standard: 5 % of the
     # steps with the cosine schedule, none with the others)
     scale_lr: bool = False  # lr x grad_accum (linear scaling rule for the effective batch)
+    # how source bands become model inputs: auto (by name, else the one-band mean view for a
+    # one-band target, else by position) | mean (always the mean view); engine/matching.py
+    band_policy: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,34 +17,19 @@ log = logging.getLogger("astrotransfer")
 def band_mapping(model_bands: list[str], store: CutoutStore) -> list[int]:
     """Indices of the store's bands that feed the model's input channels, in model order.
 
-    The rule: the model keeps the source survey's bands; another store must provide each of
-    them by name (case-insensitive). Extra bands in that store are dropped. When names do not
-    match but the band counts do (e.g. unnamed RGB composites), channels are taken in order.
+    By name first, then by position when no name is shared and the counts agree; the
+    policy and its one-band `mean` view live in `matching` (kept here for callers that
+    know only the model's band names).
     """
-    have = [b.lower() for b in store.bands]
-    if [b.lower() for b in model_bands] == have:
-        return list(range(len(have)))
-    missing = [b for b in model_bands if b.lower() not in have]
-    if not missing:
-        idx = [have.index(b.lower()) for b in model_bands]
-        dropped = [b for b in store.bands if b.lower() not in {m.lower() for m in model_bands}]
-        log.warning("band mapping for %s: using its bands %s for the model's %s%s", store.path,
-                    ",".join(store.bands[i] for i in idx), ",".join(model_bands),
-                    f"; dropping {','.join(dropped)}" if dropped else "")
-        return idx
-    if len(have) == len(model_bands) and not set(have) & {b.lower() for b in model_bands}:
-        log.warning("band mapping for %s: no band names shared (%s vs %s); using channels in order",
-                    store.path, ",".join(store.bands), ",".join(model_bands))
-        return list(range(len(have)))
-    raise UserError(f"store {store.path} has bands {','.join(store.bands)} but the model needs "
-                    f"{','.join(model_bands)} (missing {','.join(missing)}); ingest those bands "
-                    f"or train on a source with bands the target shares")
+    from .matching import bands_for
+    return bands_for({"bands": list(model_bands)}, store)
 
 
 def load_tensors(store: CutoutStore, indices: np.ndarray, bands: list[int],
                  image_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, C, H, W) float32 and labels (N,) for the given rows, held in memory."""
-    x = torch.from_numpy(store.read_images(indices)[:, bands])
+    from .matching import take_bands
+    x = torch.from_numpy(np.ascontiguousarray(take_bands(store.read_images(indices), bands)))
     x = resize(x, image_size)
     y = torch.from_numpy(store.column("label")[indices].astype(np.int64))
     return x, y

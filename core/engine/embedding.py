@@ -43,8 +43,10 @@ def load_embedding(store: CutoutStore, run_id: str, class_names: list[str]) -> E
     rows = np.asarray(grp["rows"][:]).astype(np.int64)
     if len(rows) and rows.max() >= store.n:
         return None  # the store was rebuilt since; the rows no longer mean the same objects
+    from .matching import run_labels
+
     return Embedded(rows, np.asarray(grp["embeddings"][:]), np.asarray(grp["probabilities"][:]),
-                    store.column("label")[rows], as_text(store.column("object_id")[rows]),
+                    run_labels(class_names, store, rows), as_text(store.column("object_id")[rows]),
                     class_names, run_id)
 
 

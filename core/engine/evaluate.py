@@ -22,6 +22,7 @@ from ..errors import UserError
 from ..store import CutoutStore
 from .calibration import calibration_block
 from .infer import check_compatible, load_run_model, stream_predictions
+from .matching import run_labels
 from .runs import atomic_write_text
 from .selection import (MAX_OBJECTS, Observed, label_free_scores, observe, source_observations,
                         source_store_of, subsample)
@@ -35,7 +36,7 @@ def predict_split(run_path: Path, data: Path, split: str = "test"):
     rows = store.labelled_indices(split, "evaluate")
     probs = np.concatenate([p for _, p, _ in stream_predictions(
         model, store, rows, bands, info["image_size"])])
-    return store.column("label")[rows], probs, info, run, store
+    return run_labels(info["class_names"], store, rows), probs, info, run, store
 
 
 def seed_runs(path: Path | str) -> list[Path]:

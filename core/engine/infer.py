@@ -11,7 +11,8 @@ import torch
 
 from ..errors import UserError
 from ..store import CutoutStore
-from .data import band_mapping, resize
+from .data import resize
+from .matching import bands_for, label_remap, take_bands
 from .models import build_model, classify, features, set_tta
 from .runs import RunDir, load_checkpoint
 
@@ -46,13 +47,11 @@ def load_run_model(run_path: Path | str, device: torch.device | None = None, tta
 
 
 def check_compatible(info: dict, store: CutoutStore) -> list[int]:
-    """Band indices for the model; refuses a store whose classes differ from the run's."""
-    if store.class_names and len(store.class_names) != info["num_classes"]:
-        raise UserError(f"store {store.path} has {len(store.class_names)} classes "
-                        f"({','.join(store.class_names)}) but the run was trained on "
-                        f"{info['num_classes']} ({','.join(info['class_names'])}); apply it to "
-                        f"a store with the run's classes, or train a run on these")
-    return band_mapping(info["bands"], store)
+    """The band mapping for the model (by the run's recorded policy); refuses a store whose
+    class set differs from the run's (same set in another order is fine: labels are read
+    through `matching.run_labels`, which translates them into the run's order)."""
+    label_remap(info["class_names"], store)
+    return bands_for(info, store)
 
 
 def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
@@ -118,8 +117,8 @@ def image_chunks(store: CutoutStore, indices: np.ndarray, bands: list[int], imag
         images = store.read_images(block)
         cols = extra(block) if extra is not None else {}
         for b in range(0, len(block), batch_size):
-            x = resize(torch.from_numpy(np.ascontiguousarray(images[b:b + batch_size][:, bands])),
-                       image_size)
+            x = resize(torch.from_numpy(np.ascontiguousarray(
+                take_bands(images[b:b + batch_size], bands))), image_size)
             yield block[b:b + batch_size], x, {k: v[b:b + batch_size] for k, v in cols.items()}
         start = stop
 

@@ -81,7 +81,8 @@ class ChunkBatches(IterableDataset):
                 r = rows[start:start + self.batch_size]
                 x = block[r - lo]
                 if self.bands is not None:
-                    x = x[:, self.bands]
+                    from .matching import take_bands
+                    x = take_bands(x, self.bands)
                 yield {"x": resize(torch.from_numpy(np.ascontiguousarray(x)), self.image_size),
                        "y": torch.from_numpy(ys[r - lo]), "rows": torch.from_numpy(r)}
 

@@ -53,26 +53,30 @@ def select_confident(probs: np.ndarray, rows: np.ndarray, top: int) -> tuple[np.
     return np.concatenate(keep_rows), np.concatenate(keep_labels)
 
 
-def _accuracy(store: CutoutStore, rows: np.ndarray, pred: np.ndarray) -> float | None:
-    truth = store.column("label")[rows]
+def _accuracy(store: CutoutStore, rows: np.ndarray, pred: np.ndarray,
+              classes: list[str]) -> float | None:
+    """Share of `pred` (run class indices) equal to the store's labels, matched by name."""
+    from .matching import run_labels
+
+    truth = run_labels(classes, store, rows)
     mask = truth >= 0
     return float((truth[mask] == pred[mask]).mean()) if mask.any() else None
 
 
 def _round_record(k: int, run: Path, target: CutoutStore, pseudo: dict, added: int,
-                  added_acc: float | None) -> dict:
+                  added_acc: float | None, classes: list[str]) -> dict:
     epochs = RunDir(run).epochs()
     best = min(epochs, key=lambda r: r["val_loss"]) if epochs else {}
     test = target.indices("test")
     test = test[target.column("label")[test] >= 0]
     acc = None
     if len(test):
-        acc = _accuracy(target, test, _predict(run, target, test).argmax(1))
+        acc = _accuracy(target, test, _predict(run, target, test).argmax(1), classes)
     rows = np.array(sorted(pseudo), dtype=np.int64)
     return {"round": k, "run": run.name, "n_pseudo": len(pseudo), "n_added": added,
             "added_label_accuracy": added_acc,
-            "pseudo_label_accuracy": (_accuracy(target, rows, np.array([pseudo[r] for r in rows]))
-                                      if len(rows) else None),
+            "pseudo_label_accuracy": (_accuracy(target, rows, np.array([pseudo[r] for r in rows]),
+                                                classes) if len(rows) else None),
             "source_val_acc": best.get("val_acc"), "epochs": len(epochs),
             "target_test_accuracy": acc, "n_target_test": int(len(test))}
 
@@ -90,6 +94,7 @@ def train_recursive(cfg: TrainConfig, resume: bool = False) -> RunDir:
 
     checked = preflight(cfg)
     target: CutoutStore = checked["target"]
+    classes = checked["source"].class_names  # every round's run keeps the source's classes
     out = Path(cfg.out)
     open_job_dir(out, cfg, resume, "rounds.jsonl")
     pool, _ = _target_indices(target, cfg.target_labels, cfg.seed)
@@ -111,7 +116,7 @@ def train_recursive(cfg: TrainConfig, resume: bool = False) -> RunDir:
                     rest = np.setdiff1d(pool, np.array(sorted(pseudo), dtype=np.int64))
                     rows, labels = select_confident(_predict(prev, target, rest), rest,
                                                     cfg.pseudo_top)
-                    added, added_acc = len(rows), _accuracy(target, rows, labels)
+                    added, added_acc = len(rows), _accuracy(target, rows, labels, classes)
                     pseudo.update(zip(rows.tolist(), labels.tolist()))
                     keys = sorted(pseudo)
                     atomic_write_text(pfile, json.dumps({
@@ -125,7 +130,7 @@ def train_recursive(cfg: TrainConfig, resume: bool = False) -> RunDir:
                                              pretrained=str((prev / "best.pt").resolve()))
             run_member(member, resume)
             if k not in records:
-                records[k] = _round_record(k, run, target, pseudo, added, added_acc)
+                records[k] = _round_record(k, run, target, pseudo, added, added_acc, classes)
                 atomic_write_text(out / "rounds.jsonl", "".join(
                     json.dumps(records[i]) + "\n" for i in sorted(records)))
             rec = records[k]

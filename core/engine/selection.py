@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import UserError
 from ..store import CutoutStore
 from .infer import check_compatible, load_run_model, stream_predictions
+from .matching import run_labels
 from .metrics import information_maximization, prediction_entropy
 
 SCORES = ("dev", "entropy", "im", "mmd")
@@ -65,7 +66,7 @@ def observe(model, info: dict, store: CutoutStore, rows: np.ndarray,
         return Observed(rows, np.zeros((0, 1), np.float32), np.zeros((0, k)),
                         np.zeros(0, np.int64))
     return Observed(rows, np.concatenate(feats), np.concatenate(probs).astype(np.float64),
-                    store.column("label")[rows].astype(np.int64))
+                    run_labels(info["class_names"], store, rows))
 
 
 def per_object_loss(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import torch
 from ..errors import UserError
 from ..store import PER_OBJECT, CutoutStore
 from .infer import as_text, check_compatible, image_chunks, load_run_model, prefetch
+from .matching import run_labels
 from .runs import atomic_write_text
 
 DEFAULT_CROPS = (25, 50, 100)
@@ -38,7 +39,7 @@ def band_study(run_path: Path, data: Path, split: str = "test", batch_size: int 
     store = CutoutStore.open(data)
     bands = check_compatible(info, store)
     rows = store.labelled_indices(split, "the band study")
-    labels = store.column("label")
+    labels = run_labels(info["class_names"], store, np.arange(store.n))
     names = list(info["bands"])
     correct = np.zeros(len(names) + 1, dtype=np.int64)
     for r, x, _ in prefetch(image_chunks(store, rows, bands, info["image_size"], batch_size)):

@@ -45,15 +45,16 @@ def split_metrics(run_path: Path, store: CutoutStore, split: str = "test", tta: 
     dozens of runs and need only the labelled numbers.
     """
     from .infer import check_compatible, load_run_model, stream_predictions
+    from .matching import run_labels
     from .metrics import compute_metrics
 
     model, info, _ = load_run_model(run_path, tta=tta)
     rows = store.labelled_indices(split, "the study")
-    labels = store.column("label")
     bands = check_compatible(info, store)
     probs = np.concatenate([p for _, p, _ in stream_predictions(model, store, rows, bands,
                                                                 info["image_size"])])
-    return compute_metrics(labels[rows], probs, list(info["class_names"]))
+    return compute_metrics(run_labels(info["class_names"], store, rows), probs,
+                           list(info["class_names"]))
 
 
 def job_metrics(path: Path, store: CutoutStore, split: str = "test") -> dict:

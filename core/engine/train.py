@@ -26,7 +26,8 @@ from ..config import TrainConfig, normalize, resolve_epochs
 from ..errors import UserError, check_output_folder
 from ..registry import get_registry
 from ..store import CutoutStore, locked
-from .data import band_mapping, build_augment, labelled, load_tensors
+from .data import build_augment, labelled, load_tensors
+from .matching import bands_for, label_remap, plan_bands, translate
 from .models import build_model
 from .runs import RunDir, load_checkpoint
 from .stages import check_stages
@@ -84,10 +85,19 @@ def preflight(cfg: TrainConfig) -> dict:
     if adapter.needs_target and target is None:
         raise UserError(f"adapter '{adapter.name}' needs an unlabelled target store; "
                         f"pass --target")
-    tmap = band_mapping(source.bands, target) if target is not None else None
     if cfg.target_labels and target is None:
         raise UserError("--target-labels draws labelled objects from the target; pass --target")
-    return {"adapter": adapter, "source": source, "target": target, "tmap": tmap}
+    plan = plan_bands(source, target, getattr(cfg, "band_policy", "auto"))
+    view = {"bands": plan["model_bands"], "band_policy": plan}
+    smap = bands_for(view, source)
+    tmap = bands_for(view, target) if target is not None else None
+    lut = None
+    if target is not None and (cfg.target_labels or cfg.recursive):
+        # few-shot labels train the model and recursive rounds score against them: both must
+        # mean the source's classes, matched by name (an unlabelled pool passes)
+        lut = label_remap(source.class_names, target)
+    return {"adapter": adapter, "source": source, "target": target, "tmap": tmap,
+            "smap": smap, "band_plan": plan, "lut": lut}
 
 
 def make_adapter(cfg: TrainConfig):
@@ -133,7 +143,8 @@ def _pseudo_labelled(path: str, target: CutoutStore) -> tuple[np.ndarray, np.nda
 
 def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
     checked = preflight(cfg)  # fail fast on unknown names and unmappable bands, before any work
-    adapter, source, target, tmap = (checked[k] for k in ("adapter", "source", "target", "tmap"))
+    adapter, source, target, tmap, smap, plan = (
+        checked[k] for k in ("adapter", "source", "target", "tmap", "smap", "band_plan"))
     class_names = source.class_names
     labels = source.column("label")
     tr, va = labelled(source.indices("train"), labels), labelled(source.indices("val"), labels)
@@ -142,10 +153,7 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
     if len(va) == 0:  # tiny stores: hold out a slice of train rather than fail
         cut = max(1, len(tr) // 10)
         tr, va = tr[cut:], tr[:cut]
-    bands = source.bands
-    if target is not None and target.class_names and target.class_names != class_names:
-        log.warning("target classes %s differ from source classes %s; labels compared by index",
-                    target.class_names, class_names)
+    bands = plan["model_bands"]
     image_size = cfg.image_size or source.image_shape[-1]
     cfg.image_size = image_size
     device = pick_device(cfg.device)
@@ -154,8 +162,8 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
                                     pretrained=cfg.pretrained, drop_rate=cfg.drop_rate,
                                     head_init=cfg.head_init)
     check_stages(model, cfg.stages)
-    x_tr, y_tr = load_tensors(source, tr, list(range(len(bands))), image_size)
-    x_va, y_va = load_tensors(source, va, list(range(len(bands))), image_size)
+    x_tr, y_tr = load_tensors(source, tr, smap, image_size)
+    x_va, y_va = load_tensors(source, va, smap, image_size)
     x_t = None
     if target is not None:
         t_unl, t_lab = _target_indices(target, cfg.target_labels, cfg.seed)
@@ -163,6 +171,7 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
             x_t, _ = load_tensors(target, t_unl, tmap, image_size)
         if len(t_lab):
             xl, yl = load_tensors(target, t_lab, tmap, image_size)
+            yl = torch.from_numpy(translate(yl.numpy(), checked["lut"]))  # by class name
             x_tr, y_tr = torch.cat([x_tr, xl]), torch.cat([y_tr, yl])
         if cfg.pseudo_labels:
             rows, plabels = _pseudo_labelled(cfg.pseudo_labels, target)
@@ -186,6 +195,8 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
             "run_id": f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}",
             "backbone": cfg.backbone, "in_chans": len(bands), "num_classes": len(class_names),
             "class_names": class_names, "bands": bands, "image_size": image_size,
+            "band_policy": {**plan, "source_mapping": smap.rule,
+                            "target_mapping": tmap.rule if tmap is not None else None},
             "drop_rate": cfg.drop_rate, "pretrained": provenance,
             "normalization": source.attrs.get("normalization"),
             "source": {"path": str(Path(cfg.source).resolve()), "survey": source.attrs["survey"]},
