@@ -109,7 +109,7 @@ def train(
 ):
     """Train (fine-tune or adapt) a classifier from a source store."""
     from .config import load_config
-    from .engine.train import train as run_train
+    from .engine.training.single_run import train as run_train
 
     overrides = dict(source=str(source), target=str(target) if target else None, out=str(out),
                      backbone=backbone, pretrained=pretrained, adapt=adapt,
@@ -147,8 +147,8 @@ def train(
 def evaluate(run: RunArg, data: DataOpt,
              split: Annotated[str, typer.Option(help="test | val | train | all")] = "test"):
     """Metrics, calibration and label-free scores of a run or seed ensemble, with a report."""
-    from .engine.evaluate import evaluate_run
-    from .engine.evaluation_report import print_evaluation
+    from .engine.evaluation.evaluate import evaluate_run
+    from .engine.evaluation.report_sections import print_evaluation
 
     metrics = evaluate_run(run, data, split)
     print_evaluation(metrics, console)
@@ -163,8 +163,8 @@ def predict(run: RunArg, data: DataOpt,
             embedding: Annotated[bool, typer.Option(help="add emb_* feature columns")] = False,
             overwrite: Annotated[bool, typer.Option(help="replace an existing catalog")] = False):
     """Write a catalog of class probabilities for every object of a store (resumable)."""
-    from .engine.distributed import ranks
-    from .engine.predict import predict_catalog
+    from .engine.distributed.options import ranks
+    from .engine.inference.catalog import predict_catalog
 
     rank, world, _ = ranks()  # under `astrotransfer launch`, each rank predicts a shard
     res = predict_catalog(run, data, out, split, batch_size, overwrite, embedding,
@@ -182,15 +182,15 @@ def embed(run: RunArg, data: DataOpt,
           dims: Annotated[int, typer.Option(help="map dimensions: 2 or 3")] = 2,
           clusters: Annotated[Optional[int], typer.Option(help="k-means K; purity vs labels")] = None):
     """Write penultimate-layer features into the store; optionally map (PNG) and cluster them."""
-    from .engine.embedding import check_map
-    from .engine.predict import embed_store
+    from .engine.analysis.embedding import check_map
+    from .engine.inference.catalog import embed_store
 
     check_map(map_, dims)
     res = embed_store(run, data, split)
     console.print(f"[green]embedded[/] {res['n']} objects ({res['dim']}-d) into "
                   f"{data}/runs/{res['run_id']}/embeddings")
     if map_ or clusters:
-        from .engine.embedding import map_embedding, summary_lines
+        from .engine.analysis.embedding import map_embedding, summary_lines
 
         for line in summary_lines(map_embedding(run, data, split, map_, dims, clusters)):
             console.print(line)

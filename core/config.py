@@ -48,7 +48,7 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 0
     # progressive unfreezing, [{epochs, train, lr?}, ...]; [] = everything trains throughout
-    # (rules in astrotransfer.engine.stages)
+    # (rules in astrotransfer.engine.training.stages)
     stages: list[dict] = field(default_factory=list)
     optimizer: str = "adamw"
     scheduler: str = "plateau"  # ReduceLROnPlateau on the validation loss
@@ -108,7 +108,7 @@ def normalize(cfg: TrainConfig, epochs_given: bool = True) -> TrainConfig:
     """
     cfg.augment = parse_augment(cfg.augment)
     _split_adapt(cfg)
-    from .engine.stages import parse_stages
+    from .engine.training.stages import parse_stages
 
     cfg.stages = parse_stages(cfg.stages)
     if cfg.stages:

@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import TrainConfig
-from .engine.evaluate import evaluate_run
-from .engine.train import train
+from .engine.evaluation.evaluate import evaluate_run
+from .engine.training.single_run import train
 from .errors import UserError
 from .registry import get_registry
 from .store import CutoutStore

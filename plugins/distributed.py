@@ -31,7 +31,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from astrotransfer.engine.distributed import (ENV_OPTIONS, DistOptions, encode_options,
+from astrotransfer.engine.distributed.options import (ENV_OPTIONS, DistOptions, encode_options,
                                               free_port, launched, ranks)
 from astrotransfer.errors import UserError
 from astrotransfer.hookspecs import hookimpl
@@ -298,9 +298,9 @@ def launch(
 @contextlib.contextmanager
 def _rank_context(name: str):
     """Inside a launched rank: rank-aware engine entry points, output from rank 0 only."""
-    import astrotransfer.engine.predict as predict_mod
-    import astrotransfer.engine.train as train_mod
-    from astrotransfer.engine.ds_train import PeerFailed, train_distributed
+    import astrotransfer.engine.inference.catalog as predict_mod
+    import astrotransfer.engine.training.single_run as train_mod
+    from astrotransfer.engine.distributed.rank_training import PeerFailed, train_distributed
 
     rank, world, _ = ranks()
     module, attr = (train_mod, "train") if name == "train" else (predict_mod, "predict_catalog")
@@ -351,6 +351,6 @@ def register_commands(app):
 
 @hookimpl
 def register_trainers(register):
-    from astrotransfer.engine.ds_train import DeepSpeedTrainer
+    from astrotransfer.engine.distributed.rank_training import DeepSpeedTrainer
 
     register(DeepSpeedTrainer())

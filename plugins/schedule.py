@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from astrotransfer.engine.stages import apply_stage, freeze_frozen_batchnorm
+from astrotransfer.engine.training.stages import apply_stage, freeze_frozen_batchnorm
 
 log = logging.getLogger("astrotransfer")
 

@@ -58,7 +58,7 @@ def train_tiny(source: Path, out: Path, **overrides) -> Path:
     """A one-epoch run of the tiny test backbone from random init: the run directory that
     evaluate/predict/lock/security tests need, without their training details."""
     from astrotransfer.config import TrainConfig
-    from astrotransfer.engine.train import train
+    from astrotransfer.engine.training.single_run import train
 
     opts = dict(backbone=TINY_BACKBONE, pretrained="none", epochs=1, batch_size=16, seed=0,
                 device="cpu")

@@ -26,9 +26,9 @@ import torch
 import yaml
 
 from astrotransfer.config import TrainConfig
-from astrotransfer.engine import distributed as D
+from astrotransfer.engine.distributed import options as D
 from astrotransfer.engine.loader import ChunkBatches, make_loader
-from astrotransfer.engine.train import train
+from astrotransfer.engine.training.single_run import train
 from astrotransfer.errors import UserError
 from astrotransfer.store import CutoutStore
 from conftest import TINY_BACKBONE, error_lines, run_cli
@@ -91,7 +91,7 @@ def test_two_ranks_train_and_only_rank0_writes(two_rank_run):
 @pytest.mark.slow
 def test_two_ranks_match_one_process_with_the_same_global_batch(two_rank_run, sim_pair,
                                                                 tmp_path):
-    from astrotransfer.engine.infer import load_run_model, stream_predictions
+    from astrotransfer.engine.inference.streaming import load_run_model, stream_predictions
 
     out, _ = two_rank_run
     single = tmp_path / "single"
@@ -151,7 +151,7 @@ def test_killed_launch_resumes_on_two_ranks(two_rank_run, sim_pair, recipe, tmp_
 
 @pytest.mark.slow
 def test_sharded_predict_equals_single_process_and_resumes(two_rank_run, sim_pair, tmp_path):
-    from astrotransfer.engine.predict import predict_catalog
+    from astrotransfer.engine.inference.catalog import predict_catalog
 
     run, _ = two_rank_run
     single = tmp_path / "single.parquet"

@@ -10,8 +10,8 @@ import torch
 from astropy.table import Table
 
 from astrotransfer.config import TrainConfig
-from astrotransfer.engine.evaluate import evaluate_run
-from astrotransfer.engine.train import train
+from astrotransfer.engine.evaluation.evaluate import evaluate_run
+from astrotransfer.engine.training.single_run import train
 from astrotransfer.store import CutoutStore
 from conftest import TINY_BACKBONE, run_cli
 

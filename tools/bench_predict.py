@@ -83,8 +83,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from astrotransfer.engine.infer import load_run_model
-    from astrotransfer.engine.predict import predict_catalog
+    from astrotransfer.engine.inference.streaming import load_run_model
+    from astrotransfer.engine.inference.catalog import predict_catalog
     from astrotransfer.store import CutoutStore
 
     args.work.mkdir(parents=True, exist_ok=True)

@@ -88,7 +88,7 @@ def main() -> None:
     from conftest import make_sim_store
 
     from astrotransfer.engine.data import labelled
-    from astrotransfer.engine.predict import predict_catalog
+    from astrotransfer.engine.inference.catalog import predict_catalog
     from astrotransfer.store import CutoutStore
 
     result = {"benchmark": "ranks", "machine": machine(), "args": vars(args), "rows": []}

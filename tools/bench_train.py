@@ -34,7 +34,7 @@ CONFIGS = [("finetune", "standard"), ("finetune", "deepspeed"), ("mmd", "standar
 
 def run_one(src: Path, tgt: Path, out: Path, adapt: str, trainer: str, args) -> dict:
     from astrotransfer.config import TrainConfig
-    from astrotransfer.engine.train import train
+    from astrotransfer.engine.training.single_run import train
 
     shutil.rmtree(out, ignore_errors=True)
     train(TrainConfig(source=str(src), target=str(tgt), out=str(out), adapt=adapt,

@@ -4,7 +4,7 @@ Usage: python tools/label_free_selection.py [--n 600] [--size 32] [--subset 4]
                                             [--backbone test_efficientnet] [--out DIR]
 
 Trains a handful of small runs on a sim SDSS → sim DES pair (adapter, epochs and learning
-rate varied), scores each with `astrotransfer.engine.selection.score_run` (the same code as
+rate varied), scores each with `astrotransfer.engine.evaluation.label_free.score_run` (the same code as
 `astrotransfer rank`), and compares every score's choice with the choice made with the real
 DES labels. With one grid there is one choice per score, so the agreement rate is measured
 over every subset of `--subset` runs (the situation of a user comparing a few candidates):
@@ -50,7 +50,7 @@ def stores(out: Path, n: int, size: int, seed: int) -> tuple[Path, Path]:
 def train_grid(out: Path, source: Path, target: Path, backbone: str, pretrained: str
                ) -> list[Path]:
     from astrotransfer.config import TrainConfig
-    from astrotransfer.engine.train import train
+    from astrotransfer.engine.training.single_run import train
 
     runs = []
     for adapt, epochs, lr in GRID:
@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--pretrained", default="none")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "at_label_free")
     args = ap.parse_args()
-    from astrotransfer.engine.selection import score_run
+    from astrotransfer.engine.evaluation.label_free import score_run
 
     args.out.mkdir(parents=True, exist_ok=True)
     src, tgt = stores(args.out, args.n, args.size, args.seed)

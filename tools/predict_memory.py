@@ -94,7 +94,7 @@ def main() -> None:
           "through CutoutStore.create/commit; pixel content does not affect memory)")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
     base, _ = peak_rss_mb([sys.executable, "-c", "import torch, timm, zarr, pyarrow, astropy.io."
-                           "fits, astrotransfer.cli, astrotransfer.engine.predict"], env)
+                           "fits, astrotransfer.cli, astrotransfer.engine.inference.catalog"], env)
     print(f"  baseline (imports only): peak RSS {base:7.1f} MB")
     results = []
     run = None

@@ -103,10 +103,10 @@ def train_job(job: dict) -> dict:
     """Train (resuming a killed attempt) and score on each (name, store) of job['eval']."""
     _quiet_worker()
     from astrotransfer.config import TrainConfig
-    from astrotransfer.engine.multirun import member_state
+    from astrotransfer.engine.training.seeds import member_state
     from astrotransfer.engine.runs import RunDir
-    from astrotransfer.engine.studies_fewshot import split_metrics
-    from astrotransfer.engine.train import train
+    from astrotransfer.engine.analysis.few_shot import split_metrics
+    from astrotransfer.engine.training.single_run import train
     from astrotransfer.store import CutoutStore
 
     t0 = time.perf_counter()

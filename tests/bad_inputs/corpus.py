@@ -91,8 +91,8 @@ PRELOAD = ["torch", "timm", "zarr", "astropy.io.fits", "astropy.table", "astropy
            "astrotransfer.plugins.adapters", "astrotransfer.plugins.trainers",
            "astrotransfer.plugins.crossmatch", "astrotransfer.plugins.distributed",
            "astrotransfer.plugins.transfer_commands", "astrotransfer.plugins.analysis",
-           "astrotransfer.engine.train", "astrotransfer.engine.predict",
-           "astrotransfer.engine.evaluate"]
+           "astrotransfer.engine.training.single_run", "astrotransfer.engine.inference.catalog",
+           "astrotransfer.engine.evaluation.evaluate"]
 
 
 def _forked_main(argv: list[str], out: str, err: str, env: dict[str, str], cwd: str) -> None:
@@ -189,7 +189,7 @@ class Workspace:
     @cached_property
     def run(self) -> Path:
         from astrotransfer.config import TrainConfig
-        from astrotransfer.engine.train import train
+        from astrotransfer.engine.training.single_run import train
 
         out = self.base / "run"
         if (out / "best.pt").exists():

@@ -23,15 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import TrainConfig
-from ..store import CutoutStore, locked
-from .runs import RunDir, atomic_write_text
+from ...config import TrainConfig
+from ...store import CutoutStore, locked
+from ..runs import RunDir, atomic_write_text
 
 log = logging.getLogger("astrotransfer")
 
 
 def _predict(run_path: Path, store: CutoutStore, rows: np.ndarray) -> np.ndarray:
-    from .infer import check_compatible, load_run_model, stream_predictions
+    from ..inference.streaming import check_compatible, load_run_model, stream_predictions
 
     model, info, _ = load_run_model(run_path)
     if len(rows) == 0:
@@ -85,8 +85,8 @@ def _rounds(out: Path) -> dict[int, dict]:
 
 
 def train_recursive(cfg: TrainConfig, resume: bool = False) -> RunDir:
-    from .multirun import open_job_dir, run_member
-    from .train import _target_indices, preflight
+    from .seeds import open_job_dir, run_member
+    from .single_run import _target_indices, preflight
 
     checked = preflight(cfg)
     target: CutoutStore = checked["target"]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..errors import UserError
+from ...errors import UserError
 
 log = logging.getLogger("astrotransfer")
 ENV_OPTIONS = "ASTROTRANSFER_LAUNCH_OPTIONS"

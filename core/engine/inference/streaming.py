@@ -9,11 +9,11 @@ from typing import Callable, Iterable, Iterator, TypeVar
 import numpy as np
 import torch
 
-from ..errors import UserError
-from ..store import CutoutStore
-from .data import band_mapping, resize
-from .models import build_model, classify, features
-from .runs import RunDir, load_checkpoint
+from ...errors import UserError
+from ...store import CutoutStore
+from ..data import band_mapping, resize
+from ..models import build_model, classify, features
+from ..runs import RunDir, load_checkpoint
 
 T = TypeVar("T")
 _DONE = object()

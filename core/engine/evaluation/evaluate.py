@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..store import CutoutStore
+from ...errors import UserError
+from ...store import CutoutStore
 from .calibration import calibration_block
-from .infer import check_compatible, load_run_model, stream_predictions
-from .runs import atomic_write_text
-from .selection import (MAX_OBJECTS, Observed, label_free_scores, observe, source_observations,
+from ..inference.streaming import check_compatible, load_run_model, stream_predictions
+from ..runs import atomic_write_text
+from .label_free import (MAX_OBJECTS, Observed, label_free_scores, observe, source_observations,
                         source_store_of, subsample)
 
 
@@ -124,7 +124,7 @@ def evaluate_one(run_path: Path, data: Path, split: str = "test", report: bool =
     out_dir = run.path / "eval" / _slug(data, split)
     _write(run.path, out_dir, metrics)
     if report:
-        from .evaluation_report import write_single_report
+        from .report_sections import write_single_report
 
         write_single_report(out_dir, metrics, target, run, info, store, data, split)
     metrics["report_dir"] = str(out_dir)
@@ -179,7 +179,7 @@ def evaluate_seeds(run_path: Path, seeds: list[Path], data: Path, split: str = "
     out_dir = run / "eval" / _slug(data, split)
     _write(run, out_dir, metrics)
     if report:
-        from .evaluation_report import write_seeds_report
+        from .report_sections import write_seeds_report
 
         write_seeds_report(out_dir, metrics, ens_target, evals, run, data, split)
     metrics["report_dir"] = str(out_dir)

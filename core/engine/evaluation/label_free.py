@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..store import CutoutStore
-from .infer import check_compatible, load_run_model, stream_predictions
+from ...errors import UserError
+from ...store import CutoutStore
+from ..inference.streaming import check_compatible, load_run_model, stream_predictions
 from .metrics import information_maximization, prediction_entropy
 
 SCORES = ("dev", "entropy", "im", "mmd")

@@ -27,14 +27,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError
-from ..progress import progress_bar
-from ..registry import get_registry
+from ...errors import UserError
+from ...progress import progress_bar
+from ...registry import get_registry
 from .collectives import convert_sync_batchnorm, gather_rows, plain_state_dict, row_counts
-from .distributed import (agree, build_ds_config, eval_shard, global_steps, init_distributed,
+from .options import (agree, build_ds_config, eval_shard, global_steps, init_distributed,
                           lr_at, micro_positions, options_dict, ranks, resolve_options, use_bf16)
-from .models import classify, features
-from .runs import (RunDir, deepspeed_safe_globals, load_checkpoint, save_checkpoint,
+from ..models import classify, features
+from ..runs import (RunDir, deepspeed_safe_globals, load_checkpoint, save_checkpoint,
                    weights_only_loads)
 
 log = logging.getLogger("astrotransfer")
@@ -357,7 +357,7 @@ def train_distributed(cfg, resume: bool = False, single_process_train=None) -> R
     run directory, prepare, trainer). Other ranks prepare the same data and model against a
     private scratch directory, so they never touch the run directory, then join the loop.
     """
-    from .train import prepare, train as plain_train
+    from ..training.single_run import prepare, train as plain_train
 
     single_process_train = single_process_train or plain_train
     rank, world, _ = ranks()
@@ -373,7 +373,7 @@ def train_distributed(cfg, resume: bool = False, single_process_train=None) -> R
             cfg.device = opts.device
         if rank != 0:
             log.setLevel(logging.ERROR)
-        from .train import pick_device
+        from ..training.single_run import pick_device
         init_distributed(pick_device(cfg.device))
         if rank == 0:
             return single_process_train(cfg, resume)

@@ -18,10 +18,10 @@ import logging
 import shutil
 from pathlib import Path
 
-from ..config import TrainConfig
-from ..errors import UserError
-from ..store import locked
-from .runs import RunDir, atomic_write_text
+from ...config import TrainConfig
+from ...errors import UserError
+from ...store import locked
+from ..runs import RunDir, atomic_write_text
 
 log = logging.getLogger("astrotransfer")
 
@@ -48,7 +48,7 @@ def open_job_dir(out: Path, cfg: TrainConfig, resume: bool, marker: str) -> None
 
 def run_member(cfg: TrainConfig, resume: bool) -> RunDir:
     """Train one member run, resuming it when an earlier attempt finished an epoch."""
-    from .train import train_one
+    from .single_run import train_one
 
     path = Path(cfg.out)
     state = member_state(path)
@@ -59,7 +59,7 @@ def run_member(cfg: TrainConfig, resume: bool) -> RunDir:
 
 
 def train_seeds(cfg: TrainConfig, resume: bool = False) -> RunDir:
-    from .train import preflight
+    from .single_run import preflight
 
     preflight(cfg)
     out = Path(cfg.out)

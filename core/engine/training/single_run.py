@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__
-from ..config import TrainConfig, normalize
-from ..errors import UserError, check_output_folder
-from ..registry import get_registry
-from ..store import CutoutStore, locked
-from .data import band_mapping, build_augment, labelled, load_tensors
-from .models import build_model
-from .runs import RunDir, load_checkpoint
+from ... import __version__
+from ...config import TrainConfig, normalize
+from ...errors import UserError, check_output_folder
+from ...registry import get_registry
+from ...store import CutoutStore, locked
+from ..data import band_mapping, build_augment, labelled, load_tensors
+from ..models import build_model
+from ..runs import RunDir, load_checkpoint
 from .stages import check_stages
 
 log = logging.getLogger("astrotransfer")
@@ -73,7 +73,7 @@ def preflight(cfg: TrainConfig) -> dict:
     reg = get_registry()
     reg.get("trainer", cfg.trainer)
     adapter = make_adapter(cfg)
-    from .models import find_provider
+    from ..models import find_provider
     find_provider(cfg.backbone)
     build_augment(cfg.augment)
     source = CutoutStore.open(cfg.source)
@@ -195,7 +195,7 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
 
 
 def _feature_dim(model: nn.Module) -> int:
-    from .models import feature_dim
+    from ..models import feature_dim
     return feature_dim(model)
 
 
@@ -220,7 +220,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
     """
     normalize(cfg)
     if cfg.seeds > 1:
-        from .multirun import train_seeds
+        from .seeds import train_seeds
         return train_seeds(cfg, resume)
     if cfg.recursive:
         from .recursive import train_recursive

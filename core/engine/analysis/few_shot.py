@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import TrainConfig, normalize
-from ..errors import UserError
-from ..store import CutoutStore
-from .runs import atomic_write_text
+from ...config import TrainConfig, normalize
+from ...errors import UserError
+from ...store import CutoutStore
+from ..runs import atomic_write_text
 
 log = logging.getLogger("astrotransfer")
 DEFAULT_NS = (0, 50, 100, 300, 500)
@@ -44,8 +44,8 @@ def split_metrics(run_path: Path, store: CutoutStore, split: str = "test") -> di
     Lighter than `evaluate` (no calibration, label-free scores or report): studies score
     dozens of runs and need only the labelled numbers.
     """
-    from .infer import check_compatible, load_run_model, stream_predictions
-    from .metrics import compute_metrics
+    from ..inference.streaming import check_compatible, load_run_model, stream_predictions
+    from ..evaluation.metrics import compute_metrics
 
     model, info, _ = load_run_model(run_path)
     rows = store.labelled_indices(split, "the study")
@@ -58,7 +58,7 @@ def split_metrics(run_path: Path, store: CutoutStore, split: str = "test") -> di
 
 def job_metrics(path: Path, store: CutoutStore, split: str = "test") -> dict:
     """Per-member metrics plus aggregate_metrics mean/std (std 0 for one run)."""
-    from .metrics import aggregate_metrics
+    from ..evaluation.metrics import aggregate_metrics
 
     per = [split_metrics(p, store, split) for p in run_members(path)]
     return {"per_run": per, **aggregate_metrics(per)}
@@ -75,8 +75,8 @@ def parse_ns(text: str) -> list[int]:
 
 
 def few_shot_study(cfg: TrainConfig, ns: list[int], out: Path) -> dict:
-    from .multirun import member_state, run_member
-    from .train import preflight
+    from ..training.seeds import member_state, run_member
+    from ..training.single_run import preflight
 
     if not cfg.target:
         raise UserError("the few-shot study needs --target, a target store with labels")
@@ -94,7 +94,7 @@ def few_shot_study(cfg: TrainConfig, ns: list[int], out: Path) -> dict:
         member = normalize(dataclasses.replace(cfg, target_labels=n, out=str(out / f"n_{n}")))
         log.info("few-shot N=%d -> %s", n, member.out)
         if member.seeds > 1:
-            from .multirun import train_seeds
+            from ..training.seeds import train_seeds
             train_seeds(member, resume=Path(member.out).exists())
         else:
             run_member(member, resume=member_state(Path(member.out)) == "partial")
