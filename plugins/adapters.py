@@ -15,7 +15,7 @@ from torch import nn
 from astrotransfer.adapter import Adapter
 from astrotransfer.hookspecs import hookimpl
 
-from . import losses
+from astrotransfer import losses
 
 
 def _need_target(adapter: Adapter, tgt_feats) -> None:

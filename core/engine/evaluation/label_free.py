@@ -76,7 +76,7 @@ def mmd_score(src: np.ndarray, tgt: np.ndarray, max_n: int = 1000, seed: int = 0
     """Feature MMD² with the same multi-kernel estimator the MMD adapter trains with."""
     import torch
 
-    from astrotransfer.plugins.losses import mmd
+    from ...losses import mmd
 
     rng = np.random.default_rng(seed)
     a = src[rng.permutation(len(src))[:max_n]]
