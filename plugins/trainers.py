@@ -198,4 +198,7 @@ def _json_line(record: dict) -> str:
 
 @hookimpl
 def register_trainers(register):
+    from astrotransfer.engine.distributed.rank_training import DeepSpeedTrainer
+
     register(StandardTrainer())
+    register(DeepSpeedTrainer())

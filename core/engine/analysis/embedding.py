@@ -60,7 +60,7 @@ def embedding_for(run_path: Path, data: Path, split: str = "all",
         return Embedded(emb.rows[keep], emb.feats[keep], emb.probs[keep], emb.labels[keep],
                         emb.ids[keep], emb.class_names, emb.run_id)
     from ..inference.streaming import load_run_model
-    from ..evaluation.label_free import observe
+    from ..inference.observe import observe
 
     model, info, _ = load_run_model(run_path)
     obs = observe(model, info, store, want, batch_size)

@@ -23,19 +23,9 @@ import numpy as np
 from ...config import TrainConfig, normalize
 from ...errors import UserError
 from ...store import CutoutStore
-from ..runs import atomic_write_text
+from ..runs import atomic_write_text, member_runs
 
 log = logging.getLogger("astrotransfer")
-DEFAULT_NS = (0, 50, 100, 300, 500)
-
-
-def run_members(path: Path) -> list[Path]:
-    """The run directories of a single run or of a seed job (seeds.json)."""
-    path = Path(path)
-    marker = path / "seeds.json"
-    if marker.exists():
-        return [path / name for name in json.loads(marker.read_text())["runs"]]
-    return [path]
 
 
 def split_metrics(run_path: Path, store: CutoutStore, split: str = "test") -> dict:
@@ -60,7 +50,7 @@ def job_metrics(path: Path, store: CutoutStore, split: str = "test") -> dict:
     """Per-member metrics plus aggregate_metrics mean/std (std 0 for one run)."""
     from ..evaluation.metrics import aggregate_metrics
 
-    per = [split_metrics(p, store, split) for p in run_members(path)]
+    per = [split_metrics(p, store, split) for p in member_runs(path)]
     return {"per_run": per, **aggregate_metrics(per)}
 
 

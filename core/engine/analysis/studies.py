@@ -125,7 +125,7 @@ def crop_study(source: Path, out: Path, target: Path | None = None,
     """
     from ...config import load_config
     from .figures import plot_crop_study
-    from ..training.single_run import train
+    from ..training.dispatch import train
 
     sizes = tuple(sorted(set(int(s) for s in sizes)))
     if not sizes or min(sizes) < 1:

@@ -30,12 +30,13 @@ from torch import nn
 from ...errors import UserError
 from ...progress import progress_bar
 from ...registry import get_registry
-from .collectives import convert_sync_batchnorm, gather_rows, plain_state_dict, row_counts
-from .options import (agree, build_ds_config, eval_shard, global_steps, init_distributed,
-                          lr_at, micro_positions, options_dict, ranks, resolve_options, use_bf16)
 from ..models import classify, features
 from ..runs import (RunDir, deepspeed_safe_globals, load_checkpoint, save_checkpoint,
-                   weights_only_loads)
+                    weights_only_loads)
+from ..training.single_run import pick_device, prepare
+from .collectives import convert_sync_batchnorm, gather_rows, plain_state_dict, row_counts
+from .ds_config import build_ds_config, eval_shard, global_steps, lr_at, micro_positions, use_bf16
+from .options import agree, init_distributed, options_dict, ranks, resolve_options
 
 log = logging.getLogger("astrotransfer")
 DS_DIR = "deepspeed"
@@ -350,16 +351,13 @@ def _first_line(exc: BaseException) -> str:
 # ---------------------------------------------------------------- rank-aware train
 
 
-def train_distributed(cfg, resume: bool = False, single_process_train=None) -> RunDir:
-    """`train` for one rank of a launched job.
+def train_distributed(cfg, resume: bool, single_process_train) -> RunDir:
+    """`train` for one rank of a launched job (called by `training.dispatch.train`).
 
     Rank 0 runs the normal single-process entry (`single_process_train`: lock, checks,
     run directory, prepare, trainer). Other ranks prepare the same data and model against a
     private scratch directory, so they never touch the run directory, then join the loop.
     """
-    from ..training.single_run import prepare, train as plain_train
-
-    single_process_train = single_process_train or plain_train
     rank, world, _ = ranks()
     if cfg.trainer == "standard":
         cfg.trainer = "deepspeed"
@@ -373,7 +371,6 @@ def train_distributed(cfg, resume: bool = False, single_process_train=None) -> R
             cfg.device = opts.device
         if rank != 0:
             log.setLevel(logging.ERROR)
-        from ..training.single_run import pick_device
         init_distributed(pick_device(cfg.device))
         if rank == 0:
             return single_process_train(cfg, resume)

@@ -23,8 +23,9 @@ from ...store import CutoutStore
 from .calibration import calibration_block
 from ..inference.streaming import check_compatible, load_run_model, stream_predictions
 from ..runs import atomic_write_text
-from .label_free import (MAX_OBJECTS, Observed, label_free_scores, observe, source_observations,
-                        source_store_of, subsample)
+from ..inference.observe import Observed, observe, subsample
+from ..runs import seed_runs
+from .label_free import MAX_OBJECTS, label_free_scores, source_observations, source_store_of
 
 
 def predict_split(run_path: Path, data: Path, split: str = "test"):
@@ -36,19 +37,6 @@ def predict_split(run_path: Path, data: Path, split: str = "test"):
     probs = np.concatenate([p for _, p, _ in stream_predictions(
         model, store, rows, bands, info["image_size"])])
     return store.column("label")[rows], probs, info, run, store
-
-
-def seed_runs(path: Path | str) -> list[Path]:
-    """The `seed_*/` sub-runs of a multi-seed run directory, in seed order ([] if none)."""
-    path = Path(path)
-    if not path.is_dir():
-        return []
-    found = [p for p in path.glob("seed_*") if (p / "run.json").is_file()]
-
-    def key(p: Path):
-        tail = p.name[len("seed_"):]
-        return (0, int(tail), "") if tail.isdigit() else (1, 0, tail)
-    return sorted(found, key=key)
 
 
 @dataclass
@@ -202,4 +190,4 @@ def evaluate_run(run_path: Path, data: Path, split: str = "test", report: bool =
     return evaluate_one(Path(run_path), data, split, report).metrics
 
 
-__all__ = ["evaluate_run", "evaluate_one", "evaluate_seeds", "predict_split", "seed_runs"]
+__all__ = ["evaluate_run", "evaluate_one", "evaluate_seeds", "predict_split"]
