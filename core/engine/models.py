@@ -309,9 +309,6 @@ def classify(model: nn.Module, feats: torch.Tensor) -> torch.Tensor:
     return clf(feats)
 
 
-head = classify
-
-
 # ---------------------------------------------------------------- helpers
 
 
