@@ -22,7 +22,7 @@ from rich.table import Table
 
 from .config import TrainConfig
 from .engine.evaluation.evaluate import evaluate_run
-from .engine.training.single_run import train
+from .engine.training.dispatch import train
 from .errors import UserError
 from .registry import get_registry
 from .store import CutoutStore

@@ -17,10 +17,10 @@ import pytest
 import zarr
 
 from astrotransfer.config import TrainConfig
-from astrotransfer.engine.training.single_run import train
+from astrotransfer.engine.training.dispatch import train
 from astrotransfer.errors import UserError
 from astrotransfer.store import CutoutStore
-from conftest import TINY_BACKBONE, make_sim_store, run_cli
+from conftest import TINY_BACKBONE, make_sim_store, run_cli, tiny_run_copy
 
 
 def _train(out: Path, source: Path, target: Path, **kw) -> Path:
@@ -30,11 +30,12 @@ def _train(out: Path, source: Path, target: Path, **kw) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(sim_pair, tmp_path_factory):
-    """Two runs of different settings on the shared sim SDSS → DES pair."""
+def runs(sim_pair, transfer_run_master, tmp_path_factory):
+    """Two runs of different settings on the shared sim SDSS → DES pair (the first is the
+    session's shared transfer run, copied)."""
     src, tgt = sim_pair
     base = tmp_path_factory.mktemp("analysis_runs")
-    a = _train(base / "a", src, tgt)
+    a = tiny_run_copy(transfer_run_master, base / "a")
     b = _train(base / "b", src, tgt, epochs=1, lr=3e-3, seed=2)
     return a, b
 

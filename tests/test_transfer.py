@@ -19,7 +19,7 @@ from astrotransfer.config import TrainConfig, load_config
 from astrotransfer.engine.data import build_augment
 from astrotransfer.engine.training.stages import (apply_stage, freeze_frozen_batchnorm, param_groups,
                                          parse_stages, trainable_names)
-from astrotransfer.engine.training.single_run import train
+from astrotransfer.engine.training.dispatch import train
 from astrotransfer.errors import UserError
 from astrotransfer.plugins.trainers import class_weights, epoch_order
 from astrotransfer.store import CutoutStore

@@ -189,7 +189,7 @@ class Workspace:
     @cached_property
     def run(self) -> Path:
         from astrotransfer.config import TrainConfig
-        from astrotransfer.engine.training.single_run import train
+        from astrotransfer.engine.training.dispatch import train
 
         out = self.base / "run"
         if (out / "best.pt").exists():
