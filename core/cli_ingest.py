@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from .ingest import parse_split_fractions, run_ingest
+from .ingestion import parse_split_fractions, run_ingest
 from .survey import Option, Survey
 
 COMMON = [

@@ -45,7 +45,7 @@ def error_lines(stderr: str) -> list[str]:
 
 def make_sim_store(path: Path, instrument: str = "sdss", n: int = 64, size: int = 32,
                    seed: int = 0) -> Path:
-    from astrotransfer.ingest import run_ingest
+    from astrotransfer.ingestion import run_ingest
     from astrotransfer.registry import get_registry
 
     source = get_registry().get("survey", "sim").open(instrument=instrument, n=n, seed=seed,

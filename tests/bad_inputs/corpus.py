@@ -160,7 +160,7 @@ def make_runner(name: str | None = None):
 
 def sim_store(path: Path, instrument: str = "sdss", n: int = N_SIM, size: int = SIM_SIZE,
               seed: int = 0) -> Path:
-    from astrotransfer.ingest import run_ingest
+    from astrotransfer.ingestion import run_ingest
     from astrotransfer.registry import get_registry
 
     source = get_registry().get("survey", "sim").open(instrument=instrument, n=n, seed=seed,
