@@ -65,7 +65,7 @@ def ingest(survey: str, out: str | Path, **options: Any) -> CutoutStore:
     Example:
         >>> store = ingest("sim", "des.zarr", instrument="des", n=200)     # doctest: +SKIP
     """
-    from .ingest import parse_split_fractions, run_ingest
+    from .ingestion import parse_split_fractions, run_ingest
     from .registry import get_registry
 
     common = {k: options.pop(k, v) for k, v in INGEST_DEFAULTS.items()}

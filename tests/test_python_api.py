@@ -33,7 +33,7 @@ def test_python_api_page_runs(tmp_path, monkeypatch):
             exec(compile(code, f"{DOC.name}[block {i}]", "exec"), namespace)
         except Exception as exc:  # name the block, not just the line
             raise AssertionError(f"{DOC.name} block {i} failed: {exc!r}\n{code}") from exc
-    assert (tmp_path / "work" / "des_predictions.parquet").exists()
+    assert (tmp_path / "des_predictions.parquet").exists()
     assert namespace["job"].kind == "seeds" and len(namespace["job"].members) == 2
 
 
