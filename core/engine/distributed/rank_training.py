@@ -1,5 +1,9 @@
 """The data-parallel training loop (trainer "deepspeed") and the rank-aware `train`.
 
+The step, validation and epoch bookkeeping it shares with the standard trainer are in
+`engine.training.loop`; here is only what data parallelism changes: the global batch dealt
+out to ranks, DeepSpeed's engine and its sharded checkpoints.
+
 Every rank replays the single-process trainer's random stream for the *global* batch (the
 same permutation, the same target draws) and handles its interleaved share of it, and the
 adaptation losses are computed on features gathered from all ranks. With synced BN and no
@@ -30,9 +34,12 @@ from torch import nn
 from ...errors import UserError
 from ...progress import progress_bar
 from ...registry import get_registry
+from ...trainer import Trainer
 from ..models import classify, features
-from ..runs import (RunDir, deepspeed_safe_globals, load_checkpoint, save_checkpoint,
+from ..runs import (RunDir, deepspeed_safe_globals, load_checkpoint,
                     weights_only_loads)
+from ..training.loop import (augment_batch, epoch_record, evaluate_sums, log_epoch, save_epoch,
+                             uses_adapter)
 from ..training.single_run import pick_device, prepare
 from .collectives import convert_sync_batchnorm, gather_rows, plain_state_dict, row_counts
 from .ds_config import build_ds_config, eval_shard, global_steps, lr_at, micro_positions, use_bf16
@@ -64,12 +71,6 @@ def _agree(ok: bool) -> None:
     failed = [i for i, f in enumerate(flags) if not f]
     raise PeerFailed(f"stopped: rank(s) {', '.join(map(str, failed))} failed during set-up "
                      f"(their error is above)", silent=ranks()[0] != 0 and 0 in failed)
-
-
-def uses_adapter(cfg, adapter) -> bool:
-    """Same rule as the standard trainer: pure fine-tuning needs no adapter pass."""
-    return not (not adapter.needs_target and cfg.adapt == "finetune"
-                and not (cfg.fisher or cfg.entropy))
 
 
 class AdaptNet(nn.Module):
@@ -157,10 +158,11 @@ class _Loop:
                 for pos in micro_positions(m, self.accum, self.world, self.rank):
                     pos = torch.from_numpy(pos)
                     idx = batch[pos]
-                    xb = _augment(ctx.augment, ctx.x_train[idx]).to(device, non_blocking=True)
+                    xb = augment_batch(ctx.augment, ctx.x_train[idx]).to(device,
+                                                                        non_blocking=True)
                     yb = ctx.y_train[idx].to(device)
-                    xt = None if ti is None else _augment(ctx.augment, self.target[ti[pos]]).to(
-                        device, non_blocking=True)
+                    xt = None if ti is None else augment_batch(
+                        ctx.augment, self.target[ti[pos]]).to(device, non_blocking=True)
                     objective, ce, extra, correct = engine(
                         xb, yb, xt, done / (cfg.epochs * self.steps), self.world * self.accum / m)
                     engine.backward(objective)
@@ -173,7 +175,7 @@ class _Loop:
         return sums, lr
 
 
-class DeepSpeedTrainer:
+class DeepSpeedTrainer(Trainer):
     name = "deepspeed"
     description = ("data-parallel DeepSpeed loop: ZeRO 0-3, gloo on CPU / nccl on GPU; "
                    "run it with `astrotransfer launch`")
@@ -226,10 +228,9 @@ class DeepSpeedTrainer:
             sums, lr = loop.epoch(epoch)
             val_loss, val_acc = self._evaluate(engine, ctx.x_val, ctx.y_val, device, world, rank)
             count = max(1.0, float(sums[3]))
-            record = {"epoch": epoch + 1, "train_loss": float(sums[0]) / count,
-                      "adapt_loss": float(sums[1]) / count, "train_acc": float(sums[2]) / count,
-                      "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
-                      "seconds": round(time.perf_counter() - t0, 2), "world_size": world}
+            record = epoch_record(epoch, float(sums[0]) / count, float(sums[1]) / count,
+                                  float(sums[2]) / count, val_loss, val_acc, lr, t0,
+                                  world_size=world)
             improved = val_loss < best_val
             best_val = min(best_val, val_loss)
             self._checkpoint(ctx, engine, net, opts, epoch, record, improved, best_val)
@@ -295,13 +296,7 @@ class DeepSpeedTrainer:
         """Each rank scores an equal-sized (padded) slice; sums are reduced over ranks."""
         rows, weight = eval_shard(len(x), world, rank)
         engine.eval()
-        sums = torch.zeros(2, dtype=torch.float64)
-        for i in range(0, len(rows), 256):
-            r = torch.from_numpy(rows[i:i + 256])
-            w = torch.from_numpy(weight[i:i + 256])
-            logits = engine(x[r].to(device)).float().cpu()
-            loss = F.cross_entropy(logits, y[r], reduction="none").double()
-            sums += torch.stack([(loss * w).sum(), ((logits.argmax(1) == y[r]).double() * w).sum()])
+        sums = evaluate_sums(engine, x, y, device, rows, weight)
         if world > 1:
             dist.all_reduce(sums)
         n = max(1, len(x))
@@ -320,27 +315,14 @@ class DeepSpeedTrainer:
                    else plain_state_dict(net.adapter_module, stage))
         if rank != 0:
             return
-        if improved:
-            save_checkpoint(ctx.run.best, {"model": model, "epoch": epoch,
-                                           "val_loss": record["val_loss"],
-                                           "val_acc": record["val_acc"]})
-        save_checkpoint(ctx.run.last, {
-            "model": model, "adapter": adapter, "epoch": epoch, "best_val_loss": best_val,
-            "trainer": "deepspeed", "ds_tag": tag, "world_size": record["world_size"],
-            "zero_stage": stage, "dist_options": options_dict(opts)})
-        ctx.run.append_epoch(record)
+        save_epoch(ctx.run, record, improved, model, {
+            "adapter": adapter, "best_val_loss": best_val, "trainer": "deepspeed",
+            "ds_tag": tag, "world_size": record["world_size"], "zero_stage": stage,
+            "dist_options": options_dict(opts)})
         for old in ds_dir.glob("epoch*"):
             if old.name != tag and old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
-        log.info("epoch %d/%d  loss %.4f  train acc %.3f  val loss %.4f  val acc %.3f%s",
-                 epoch + 1, ctx.cfg.epochs, record["train_loss"], record["train_acc"],
-                 record["val_loss"], record["val_acc"], "  *best" if improved else "")
-
-
-def _augment(augment, x: torch.Tensor) -> torch.Tensor:
-    if augment is None:
-        return x
-    return torch.stack([augment(xi) for xi in x])
+        log_epoch(record, ctx.cfg.epochs, improved)
 
 
 def _first_line(exc: BaseException) -> str:
