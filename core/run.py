@@ -148,7 +148,7 @@ class Run:
         Example:
             >>> run.metrics("des.zarr")["macro"]["recall"]                # doctest: +SKIP
         """
-        from .engine.analysis.few_shot import split_metrics
+        from .engine.evaluation.evaluate import split_metrics
 
         return split_metrics(self._single("metrics").path, CutoutStore.open(store), split)
 

@@ -18,32 +18,13 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from ...config import TrainConfig, normalize
 from ...errors import UserError
 from ...store import CutoutStore
+from ..evaluation.evaluate import split_metrics
 from ..runs import atomic_write_text, member_runs
 
 log = logging.getLogger("astrotransfer")
-
-
-def split_metrics(run_path: Path, store: CutoutStore, split: str = "test") -> dict:
-    """compute_metrics of one run's best model on the labelled objects of a store's split.
-
-    Lighter than `evaluate` (no calibration, label-free scores or report): studies score
-    dozens of runs and need only the labelled numbers.
-    """
-    from ..inference.streaming import check_compatible, load_run_model, stream_predictions
-    from ..evaluation.metrics import compute_metrics
-
-    model, info, _ = load_run_model(run_path)
-    rows = store.labelled_indices(split, "the study")
-    labels = store.column("label")
-    bands = check_compatible(info, store)
-    probs = np.concatenate([p for _, p, _ in stream_predictions(model, store, rows, bands,
-                                                                info["image_size"])])
-    return compute_metrics(labels[rows], probs, list(info["class_names"]))
 
 
 def job_metrics(path: Path, store: CutoutStore, split: str = "test") -> dict:

@@ -20,11 +20,10 @@ import numpy as np
 
 from ...errors import UserError
 from ...store import CutoutStore
-from .calibration import calibration_block
-from ..inference.streaming import check_compatible, load_run_model, stream_predictions
-from ..runs import atomic_write_text
 from ..inference.observe import Observed, observe, subsample
-from ..runs import seed_runs
+from ..inference.streaming import check_compatible, load_run_model, stream_predictions
+from ..runs import atomic_write_text, seed_runs
+from .calibration import calibration_block
 from .label_free import MAX_OBJECTS, label_free_scores, source_observations, source_store_of
 
 
@@ -37,6 +36,23 @@ def predict_split(run_path: Path, data: Path, split: str = "test"):
     probs = np.concatenate([p for _, p, _ in stream_predictions(
         model, store, rows, bands, info["image_size"])])
     return store.column("label")[rows], probs, info, run, store
+
+
+def split_metrics(run_path: Path, store: CutoutStore, split: str = "test") -> dict:
+    """compute_metrics of one run's best model on the labelled objects of a store's split.
+
+    Lighter than `evaluate_run` (no calibration, label-free scores or report): studies score
+    dozens of runs and need only the labelled numbers.
+    """
+    from .metrics import compute_metrics
+
+    model, info, _ = load_run_model(run_path)
+    rows = store.labelled_indices(split, "the study")
+    labels = store.column("label")
+    bands = check_compatible(info, store)
+    probs = np.concatenate([p for _, p, _ in stream_predictions(model, store, rows, bands,
+                                                                info["image_size"])])
+    return compute_metrics(labels[rows], probs, list(info["class_names"]))
 
 
 @dataclass
@@ -190,4 +206,4 @@ def evaluate_run(run_path: Path, data: Path, split: str = "test", report: bool =
     return evaluate_one(Path(run_path), data, split, report).metrics
 
 
-__all__ = ["evaluate_run", "evaluate_one", "evaluate_seeds", "predict_split"]
+__all__ = ["evaluate_run", "evaluate_one", "evaluate_seeds", "predict_split", "split_metrics"]
