@@ -71,18 +71,17 @@ def ingest(survey: str, out: str | Path, **options: Any) -> CutoutStore:
     common = {k: options.pop(k, v) for k, v in INGEST_DEFAULTS.items()}
     if common["dtype"] not in ("float32", "float16"):
         raise UserError(f"--dtype {common['dtype']} is not supported; use float32 or float16")
-    fractions = common.pop("split_fractions")
-    if isinstance(fractions, str):
-        fractions = parse_split_fractions(fractions)
-    else:
-        fractions = parse_split_fractions(",".join(map(str, fractions)))
     plugin = get_registry().get("survey", survey)
     known = {o.name for o in plugin.options}
     unknown = sorted(set(options) - known)
     if unknown:
         raise UserError(f"survey '{survey}' has no option {unknown[0]!r}; it takes "
                         f"{', '.join(sorted(known)) or 'none'} and {', '.join(INGEST_DEFAULTS)}")
-    summary = run_ingest(plugin.open(**options), Path(out), split_fractions=fractions,
+    source = plugin.open(**options)  # fatal input problems surface here, before any store
+    fractions = common.pop("split_fractions")
+    if not isinstance(fractions, str):
+        fractions = ",".join(map(str, fractions))
+    summary = run_ingest(source, Path(out), split_fractions=parse_split_fractions(fractions),
                          **common)
     store = CutoutStore.open(summary.out)
     store.summary = summary  # the counts of this call (skips, resumed objects, seconds)
