@@ -23,8 +23,8 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 from .errors import UserError  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 
-_API = ("ingest", "train", "load_run", "open_store", "list_plugins", "aggregate_metrics", "Run",
-        "CutoutStore", "TrainConfig")
+_API = ("ingest", "train", "load_run", "open_store", "list_plugins", "aggregate_metrics",
+        "augmentation", "Run", "CutoutStore", "TrainConfig")
 
 __all__ = ["__version__", "UserError", "hookimpl", *_API]
 

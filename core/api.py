@@ -23,7 +23,7 @@ from .run import Run
 from .store import CutoutStore
 
 __all__ = ["ingest", "train", "load_run", "open_store", "list_plugins", "aggregate_metrics",
-           "Run", "CutoutStore", "TrainConfig"]
+           "augmentation", "Run", "CutoutStore", "TrainConfig"]
 
 INGEST_DEFAULTS = {"split_fractions": (0.8, 0.1, 0.1), "split_seed": 0, "batch_size": 256,
                    "strict": False, "overwrite": False, "dtype": "float32"}
@@ -182,3 +182,25 @@ def aggregate_metrics(metrics: list[dict]) -> dict:
     from .engine.evaluation.metrics import aggregate_metrics as aggregate
 
     return aggregate(metrics)
+
+
+def augmentation(names: str | list[str] = "flip,rotate,shift,zoom"):
+    """The training augmentation `train --augment NAMES` uses, to look at or reuse.
+
+    Args:
+        names: ``"flip,rot90,rotate,rotate45,shift,zoom"`` (any subset) or a list of them;
+            ``"none"`` for none.
+
+    Returns:
+        A callable taking a (N, C, H, W) float tensor and returning an augmented one of the
+        same shape (each cutout draws its own transform), or None for no augmentation.
+
+    Example:
+        >>> aug = augmentation("flip,rotate")                            # doctest: +SKIP
+        >>> aug(torch.rand(8, 3, 64, 64)).shape                          # doctest: +SKIP
+        torch.Size([8, 3, 64, 64])
+    """
+    from .config import parse_augment
+    from .engine.data import build_augment
+
+    return build_augment(parse_augment(names))

@@ -83,27 +83,32 @@ def train(
     fisher: Annotated[Optional[float], typer.Option(help="weight of the Fisher loss add-on")] = None,
     entropy: Annotated[Optional[float], typer.Option(help="weight of target entropy minimisation")] = None,
     target_labels: Annotated[Optional[int], typer.Option(help="labelled target objects (few-shot)")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="epochs [5, or the sum of --stages]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="epochs [by training-set size: at least --min-steps steps, 3 epochs]")] = None,
+    min_steps: Annotated[Optional[int], typer.Option(help="optimizer steps the automatic --epochs reaches [300]")] = None,
     stages: Annotated[Optional[str], typer.Option(help="progressive unfreezing, RULE=EPOCHS[@LR],...: head | top:F | top:N | all_but_stem | all | prefix:A+B")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="input size in px [store's]")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="batch size [32]")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="learning rate [1e-3]")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="the head's learning rate [1e-3]")] = None,
+    layer_decay: Annotated[Optional[float], typer.Option(help="lr factor per block from head to stem; 1 = one lr [0.7]")] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option(help="cross-entropy label smoothing [0.1]")] = None,
+    head_init: Annotated[Optional[str], typer.Option(help="new head: zero | timm (architecture's own) [zero]")] = None,
     optimizer: Annotated[Optional[str], typer.Option(help="adamw | adam [adamw]")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(help="weight decay [1e-4]")] = None,
     drop_rate: Annotated[Optional[float], typer.Option(help="dropout before the head [0.2]")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="plateau (ReduceLROnPlateau on val loss) | none [plateau]")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="cosine (per step, after warm-up) | plateau (on val loss) | none [cosine]")] = None,
     lr_patience: Annotated[Optional[int], typer.Option(help="plateau epochs before the lr drops [2]")] = None,
     lr_factor: Annotated[Optional[float], typer.Option(help="lr multiplier on a plateau [0.1]")] = None,
     early_stop: Annotated[Optional[int], typer.Option(help="stop after N epochs without a better val loss; 0=off [0]")] = None,
     balance: Annotated[Optional[str], typer.Option(help="unbalanced classes: none | weights | sampler [none]")] = None,
-    augment: Annotated[Optional[str], typer.Option(help="flip,rot90,rotate,rotate45,shift,zoom or none [flip,rot90]")] = None,
+    augment: Annotated[Optional[str], typer.Option(help="flip,rot90,rotate,rotate45,shift,zoom or none [flip,rotate,shift,zoom]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="random seed [0]")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="train N seeds into <out>/seed_<s>/ [1]")] = None,
     recursive: Annotated[Optional[int], typer.Option(help="pseudo-labelling rounds on the target [0]")] = None,
     pseudo_top: Annotated[Optional[int], typer.Option(help="confident target objects added per class and round [100]")] = None,
     grad_accum: Annotated[Optional[int], typer.Option(help="batches per optimizer step [1]")] = None,
     clip_grad: Annotated[Optional[float], typer.Option(help="max gradient norm, 0=off [0]")] = None,
-    warmup_epochs: Annotated[Optional[float], typer.Option(help="linear lr warm-up [trainer default]")] = None,
+    warmup_epochs: Annotated[Optional[float], typer.Option(help="linear lr warm-up [5 % of the steps with cosine]")] = None,
+    channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="NHWC memory format, faster on CPU [on]")] = None,
     scale_lr: Annotated[Optional[bool], typer.Option("--scale-lr/--no-scale-lr", help="lr x effective batch growth [off]")] = None,
     zero_stage: Annotated[Optional[int], typer.Option(help="DeepSpeed ZeRO stage (deepspeed trainer) [0]")] = None,
     deepspeed_config: Annotated[Optional[str], typer.Option(help="DeepSpeed JSON config (deepspeed trainer)")] = None,
@@ -117,7 +122,10 @@ def train(
 
     overrides = dict(backbone=backbone, pretrained=pretrained, adapt=adapt,
                      adapt_weight=adapt_weight, fisher=fisher, entropy=entropy,
-                     target_labels=target_labels, epochs=epochs, stages=stages,
+                     target_labels=target_labels, epochs=epochs, min_steps=min_steps,
+                     stages=stages, layer_decay=layer_decay, label_smoothing=label_smoothing,
+                     head_init=head_init,
+                     channels_last=channels_last,
                      image_size=image_size, batch_size=batch_size, lr=lr, optimizer=optimizer,
                      weight_decay=weight_decay, drop_rate=drop_rate, scheduler=scheduler,
                      lr_patience=lr_patience, lr_factor=lr_factor, early_stop=early_stop,
@@ -133,14 +141,20 @@ def train(
                       if line.startswith("trained") else line)
 
 
+TtaOpt = Annotated[int, typer.Option(
+    help="test-time augmentation: mean over 1, 2 (flip), 4 (rotations) or 8 (both) views; "
+         "cost x views")]
+
+
 @app.command()
 def evaluate(run: RunArg, data: DataOpt,
-             split: Annotated[str, typer.Option(help="test | val | train | all")] = "test"):
+             split: Annotated[str, typer.Option(help="test | val | train | all")] = "test",
+             tta: TtaOpt = 1):
     """Metrics, calibration and label-free scores of a run or seed ensemble, with a report."""
     from .api import load_run
     from .engine.evaluation.report_sections import print_evaluation
 
-    metrics = load_run(run).evaluate(data, split)
+    metrics = load_run(run).evaluate(data, split, tta=tta)
     print_evaluation(metrics, console)
     console.print(f"metrics and report in {metrics['report_dir']}")
 
@@ -151,12 +165,13 @@ def predict(run: RunArg, data: DataOpt,
             split: Annotated[str, typer.Option(help="test | val | train | all")] = "all",
             batch_size: Annotated[int, typer.Option(help="objects per chunk")] = 256,
             embedding: Annotated[bool, typer.Option(help="add emb_* feature columns")] = False,
-            overwrite: Annotated[bool, typer.Option(help="replace an existing catalog")] = False):
+            overwrite: Annotated[bool, typer.Option(help="replace an existing catalog")] = False,
+            tta: TtaOpt = 1):
     """Write a catalog of class probabilities for every object of a store (resumable)."""
     from .api import load_run
 
     # under `astrotransfer launch`, each rank predicts a shard and rank 0 merges
-    res = load_run(run).predict(data, out, split, batch_size, overwrite, embedding)
+    res = load_run(run).predict(data, out, split, batch_size, overwrite, embedding, tta=tta)
     if res["catalog"] is None:  # a non-zero rank: rank 0 merges and reports
         return
     console.print(f"[green]wrote[/] {res['catalog']}: {res['n']} rows"
@@ -168,12 +183,13 @@ def embed(run: RunArg, data: DataOpt,
           split: Annotated[str, typer.Option(help="test | val | train | all")] = "all",
           map_: Annotated[Optional[str], typer.Option("--map", help="draw a tsne | umap map")] = None,
           dims: Annotated[int, typer.Option(help="map dimensions: 2 or 3")] = 2,
-          clusters: Annotated[Optional[int], typer.Option(help="k-means K; purity vs labels")] = None):
+          clusters: Annotated[Optional[int], typer.Option(help="k-means K; purity vs labels")] = None,
+          tta: TtaOpt = 1):
     """Write penultimate-layer features into the store; optionally map (PNG) and cluster them."""
     from .api import load_run
     from .engine.analysis.embedding import summary_lines
 
-    res = load_run(run).embed(data, split, map_, dims, clusters)
+    res = load_run(run).embed(data, split, map_, dims, clusters, tta=tta)
     console.print(f"[green]embedded[/] {res['n']} objects ({res['dim']}-d) into "
                   f"{data}/runs/{res['run_id']}/embeddings")
     for line in summary_lines(res["map"]) if "map" in res else []:

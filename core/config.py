@@ -8,6 +8,7 @@ consumer (standard trainer, DeepSpeed trainer, studies) reads one spelling.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,15 @@ import yaml
 from .errors import UserError
 
 OPTIMIZERS = ("adamw", "adam")
-SCHEDULERS = ("plateau", "none")
+SCHEDULERS = ("cosine", "plateau", "none")
+HEAD_INITS = ("zero", "timm")
 BALANCES = ("none", "weights", "sampler")
 #: weights the `--adapt BASE+fisher+entropy` shorthand uses when --fisher/--entropy are unset
 #: (the values of the DeepMerge II style runs in docs/results/transfer.md)
 DEFAULT_ADDON_WEIGHTS = {"fisher": 0.01, "entropy": 0.05}
+#: sky images have no up, no handedness and no fixed centre to the pixel: any angle, flips,
+#: small shifts and zooms (docs/results/recipe.md measures it against flip,rot90)
+DEFAULT_AUGMENT = ("flip", "rotate", "shift", "zoom")
 
 
 @dataclass
@@ -36,14 +41,21 @@ class TrainConfig:
     fisher: float = 0.0
     entropy: float = 0.0
     trainer: str = "standard"
-    epochs: int = 5
+    # None: chosen by training-set size, so every run gets at least `min_steps` optimizer
+    # steps (BiT's rule: a few hundred objects otherwise get a few dozen updates)
+    epochs: int | None = None
+    min_steps: int = 300
     image_size: int | None = None  # None: the store's cutout size
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 1e-3  # the head's; earlier blocks get lr x layer_decay**depth
+    layer_decay: float = 0.7  # per block from head to stem (1 = one lr for all)
     weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
     drop_rate: float = 0.2
+    head_init: str = "zero"  # zero (BiT) | timm (the architecture's own initialiser)
     seed: int = 0
-    augment: list[str] = field(default_factory=lambda: ["flip", "rot90"])
+    augment: list[str] = field(default_factory=lambda: list(DEFAULT_AUGMENT))
+    channels_last: bool = True  # NHWC convolutions: faster on CPU (oneDNN) and GPU
     target_labels: int = 0  # labelled target objects added to training (few-shot)
     device: str = "auto"
     num_workers: int = 0
@@ -51,7 +63,7 @@ class TrainConfig:
     # (rules in astrotransfer.engine.training.stages)
     stages: list[dict] = field(default_factory=list)
     optimizer: str = "adamw"
-    scheduler: str = "plateau"  # ReduceLROnPlateau on the validation loss
+    scheduler: str = "cosine"  # per-step half cosine | plateau (on the val loss) | none
     lr_patience: int = 2  # epochs without improvement before the lr drops
     lr_factor: float = 0.1
     early_stop: int = 0  # patience in epochs on the validation loss; 0 = off
@@ -66,7 +78,8 @@ class TrainConfig:
     deepspeed_config: str | None = None
     grad_accum: int = 1
     clip_grad: float = 0.0  # max gradient norm; 0 = off
-    warmup_epochs: float | None = None  # None: the trainer's default (standard: no warm-up)
+    warmup_epochs: float | None = None  # None: the trainer's default (standard: 5 % of the
+    # steps with the cosine schedule, none with the others)
     scale_lr: bool = False  # lr x grad_accum (linear scaling rule for the effective batch)
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,18 +124,41 @@ def normalize(cfg: TrainConfig, epochs_given: bool = True) -> TrainConfig:
     from .engine.training.stages import parse_stages
 
     cfg.stages = parse_stages(cfg.stages)
+    epochs_given = epochs_given and cfg.epochs is not None
     if cfg.stages:
         fixed = sum(s["epochs"] for s in cfg.stages[:-1])
         if not epochs_given:
-            if cfg.stages[-1].get("epochs") is None:
-                raise UserError("the last of --stages has no epochs and --epochs is not given; "
-                                "give one of them")
-            cfg.epochs = fixed + cfg.stages[-1]["epochs"]
+            if cfg.stages[-1].get("epochs") is not None:
+                cfg.epochs = fixed + cfg.stages[-1]["epochs"]
+            # else the last stage runs until the epochs chosen by training-set size
         elif fixed >= cfg.epochs:
             raise UserError(f"--stages before the last add up to {fixed} epochs, leaving none "
                             f"of --epochs {cfg.epochs} for the last stage; raise --epochs")
     _check_values(cfg)
     return cfg
+
+
+def resolve_epochs(cfg: TrainConfig, n_train: int) -> int:
+    """Fix `cfg.epochs` for a training set of `n_train` objects when it was left to us.
+
+    The rule is BiT's: the schedule length follows the data, so a run takes at least
+    `min_steps` optimizer steps (and at least 3 epochs): 240 GZ1 objects get 38 short
+    epochs, 3,700 get 3. With stages, the earlier stages' epochs count towards it.
+
+    Args:
+        cfg: the run's config; `cfg.epochs` is set in place when it is None.
+        n_train: labelled objects in the training set.
+    Returns:
+        the epochs the run will train.
+    Example:
+        >>> resolve_epochs(TrainConfig(batch_size=32, min_steps=300), 3200)
+        3
+    """
+    if cfg.epochs is None:
+        steps = max(1, math.ceil(n_train / cfg.batch_size / max(1, cfg.grad_accum)))
+        fixed = sum(s["epochs"] for s in cfg.stages[:-1]) if cfg.stages else 0
+        cfg.epochs = max(3, fixed + 1, math.ceil(cfg.min_steps / steps))
+    return cfg.epochs
 
 
 def parse_augment(value) -> list[str]:
@@ -159,11 +195,16 @@ def _check_values(cfg: TrainConfig) -> None:
         if not ok:
             raise UserError(message)
 
-    need(cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}")
+    need(cfg.epochs is None or cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}")
+    need(cfg.min_steps >= 1, f"--min-steps must be at least 1, got {cfg.min_steps}")
+    need(0.0 < cfg.layer_decay <= 1.0, f"--layer-decay must be in (0, 1], got {cfg.layer_decay}")
+    need(0.0 <= cfg.label_smoothing < 1.0,
+         f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
     need(cfg.batch_size >= 1, f"--batch-size must be at least 1, got {cfg.batch_size}")
     need(cfg.lr > 0, f"--lr must be positive, got {cfg.lr}")
     need(0.0 <= cfg.drop_rate < 1.0, f"--drop-rate must be in [0, 1), got {cfg.drop_rate}")
-    for name, value, choices in (("optimizer", cfg.optimizer, OPTIMIZERS),
+    for name, value, choices in (("head-init", cfg.head_init, HEAD_INITS),
+                                 ("optimizer", cfg.optimizer, OPTIMIZERS),
                                  ("scheduler", cfg.scheduler, SCHEDULERS),
                                  ("balance", cfg.balance, BALANCES)):
         need(value in choices, f"unknown --{name} '{value}'; choose from {', '.join(choices)}")

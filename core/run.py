@@ -114,13 +114,16 @@ class Run:
 
     # ------------------------------------------------------------------ applying it
 
-    def evaluate(self, store: str | Path, split: str = "test", report: bool = True) -> dict:
+    def evaluate(self, store: str | Path, split: str = "test", report: bool = True,
+                 tta: int = 1) -> dict:
         """Metrics, calibration and label-free scores on a store (ensemble for seed jobs).
 
         Args:
             store: a cutout store with the run's bands (labels optional).
             split: ``"test"``, ``"val"``, ``"train"`` or ``"all"``.
             report: also write report.html/report.md and plots beside metrics.json.
+            tta: test-time augmentation: the mean over 1 (off), 2 (flip), 4 (rotations)
+                or 8 (both) views of each cutout; costs that many forward passes.
 
         Returns:
             The metrics dict (``accuracy``, ``macro_f1``, ``calibration``, ``label_free``,
@@ -131,7 +134,7 @@ class Run:
         """
         from .engine.evaluation.evaluate import evaluate_run
 
-        return evaluate_run(self.path, Path(store), split, report)
+        return evaluate_run(self.path, Path(store), split, report, tta=tta)
 
     def metrics(self, store: str | Path, split: str = "test") -> dict:
         """The labelled metrics alone (accuracy, recall, AUC, confusion, ECE, ...): what
@@ -177,7 +180,7 @@ class Run:
 
     def predict(self, store: str | Path, out: str | Path, split: str = "all",
                 batch_size: int = 256, overwrite: bool = False,
-                embedding: bool = False) -> dict:
+                embedding: bool = False, tta: int = 1) -> dict:
         """Write a catalog of class probabilities for every object of a store (resumable;
         under `astrotransfer launch` each rank predicts a shard and rank 0 merges).
 
@@ -188,6 +191,8 @@ class Run:
             batch_size: objects per chunk (memory is flat in the store size).
             overwrite: replace an existing catalog.
             embedding: add ``emb_*`` feature columns.
+            tta: test-time augmentation: the mean over 1 (off), 2 (flip), 4 (rotations)
+                or 8 (both) views of each cutout; costs that many forward passes.
 
         Returns:
             ``{"catalog": path or None on ranks > 0, "n": rows, "resumed_chunks": k}``.
@@ -200,9 +205,11 @@ class Run:
 
         rank, world, _ = ranks()
         return predict_catalog(self._single("predict").path, Path(store), Path(out), split,
-                               batch_size, overwrite, embedding, rank=rank, world=world)
+                               batch_size, overwrite, embedding, rank=rank, world=world,
+                               tta=tta)
 
-    def predict_array(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def predict_array(self, images: np.ndarray, batch_size: int = 256,
+                      tta: int = 1) -> np.ndarray:
         """Class probabilities for in-memory cutouts, without a store.
 
         Args:
@@ -211,6 +218,8 @@ class Run:
                 rows of ``open_store(path).read_images(...)``); resized to the run's
                 image size like store cutouts are.
             batch_size: cutouts per forward pass.
+            tta: test-time augmentation: the mean over 1 (off), 2 (flip), 4 (rotations)
+                or 8 (both) views of each cutout; costs that many forward passes.
 
         Returns:
             (N, K) float32 probabilities, columns in ``run.class_names`` order; the same
@@ -220,15 +229,18 @@ class Run:
             >>> x = open_store("des.zarr").read_images(np.arange(8))[:, :3]  # doctest: +SKIP
             >>> run.predict_array(x).argmax(1)                           # doctest: +SKIP
         """
-        probs, _ = self._apply(images, batch_size, with_features=False)
+        probs, _ = self._apply(images, batch_size, False, tta)
         return probs
 
-    def features_array(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def features_array(self, images: np.ndarray, batch_size: int = 256,
+                       tta: int = 1) -> np.ndarray:
         """Penultimate-layer features of in-memory cutouts (as `embed` stores them).
 
         Args:
             images: as for `predict_array`.
             batch_size: cutouts per forward pass.
+            tta: test-time augmentation: the mean over 1 (off), 2 (flip), 4 (rotations)
+                or 8 (both) views of each cutout; costs that many forward passes.
 
         Returns:
             (N, D) float32 features.
@@ -236,11 +248,11 @@ class Run:
         Example:
             >>> run.features_array(x).shape                              # doctest: +SKIP
         """
-        _, feats = self._apply(images, batch_size, with_features=True)
+        _, feats = self._apply(images, batch_size, True, tta)
         return feats
 
     def embed(self, store: str | Path, split: str = "all", map: str | None = None,
-              dims: int = 2, clusters: int | None = None) -> dict:
+              dims: int = 2, clusters: int | None = None, tta: int = 1) -> dict:
         """Write penultimate features into the store (``runs/<run_id>/embeddings``);
         optionally draw a t-SNE/UMAP map and cluster them.
 
@@ -250,6 +262,8 @@ class Run:
             map: ``"tsne"`` or ``"umap"`` to draw a map (PNG), None for none.
             dims: map dimensions, 2 or 3.
             clusters: k-means K; with labels, the purity of the clusters.
+            tta: test-time augmentation: the mean over 1 (off), 2 (flip), 4 (rotations)
+                or 8 (both) views of each cutout; costs that many forward passes.
 
         Returns:
             ``{"run_id", "n", "dim"}`` and, with a map or clusters, ``"map"``: what
@@ -262,15 +276,16 @@ class Run:
         from .engine.inference.catalog import embed_store
 
         check_map(map, dims)
-        res = embed_store(self._single("embed").path, Path(store), split)
+        res = embed_store(self._single("embed").path, Path(store), split, tta=tta)
         if map or clusters:
             res["map"] = map_embedding(self.path, Path(store), split, map, dims, clusters)
         return res
 
-    def _apply(self, images, batch_size: int, with_features: bool):
+    def _apply(self, images, batch_size: int, with_features: bool, tta: int):
         from .engine.inference.streaming import predict_images
+        from .engine.models import set_tta
 
-        model = self.model
+        model = set_tta(self.model, tta)
         x = np.asarray(images)
         if x.ndim == 3:
             x = x[None]

@@ -12,16 +12,10 @@ import math
 
 import torch
 
+from astrotransfer.engine.training.optim import build_optimizer, layerwise_groups
 from astrotransfer.engine.training.stages import apply_stage, freeze_frozen_batchnorm
 
 log = logging.getLogger("astrotransfer")
-
-
-def build_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    # Adam's weight decay is an L2 term in the gradient (what Keras' Adam + l2 did in the
-    # papers); AdamW decouples it, which behaves better with adaptive steps.
-    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-    return cls(params, lr=lr, weight_decay=weight_decay)
 
 
 class Schedule:
@@ -33,7 +27,12 @@ class Schedule:
         self.cfg = cfg
         self.stages = cfg.stages or [{"train": None, "epochs": None}]
         self.steps_per_epoch = steps_per_epoch  # optimizer steps
-        self.warmup_steps = int(round((cfg.warmup_epochs or 0) * steps_per_epoch))
+        self.total_steps = max(1, cfg.epochs * steps_per_epoch)
+        if cfg.warmup_epochs is None:  # the default: 5 % of a cosine run, none otherwise
+            self.warmup_steps = (math.ceil(0.05 * self.total_steps)
+                                 if cfg.scheduler == "cosine" else 0)
+        else:
+            self.warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
         self.base_lr = cfg.lr * (cfg.grad_accum if cfg.scale_lr else 1)
         self.stage = 0
         self.stage_start = 0  # epoch index at which the current stage began
@@ -63,9 +62,9 @@ class Schedule:
         """
         ctx = self.ctx
         n = apply_stage(ctx.model, self.rule)
-        params = [p for p in ctx.model.parameters() if p.requires_grad]
-        if ctx.adapter_module is not None:
-            params += list(ctx.adapter_module.parameters())
+        params = layerwise_groups(ctx.model, self.cfg.weight_decay, self.cfg.layer_decay)
+        if ctx.adapter_module is not None:  # adapters are new layers: the head's lr
+            params.append({"params": list(ctx.adapter_module.parameters()), "lr_scale": 1.0})
         self.opt = build_optimizer(self.cfg.optimizer, params, self.stage_lr(),
                                    self.cfg.weight_decay)
         self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -93,16 +92,24 @@ class Schedule:
 
     # ------------------------------------------------------------ learning rate
     def before_step(self) -> None:
-        """Linear warm-up from lr/warmup_steps to the stage's lr over the first steps; the
-        last warm-up step lands exactly on it, and from then on only the plateau moves it."""
+        """Set this optimizer step's lr: a linear warm-up from lr/warmup_steps to the stage's
+        lr (the last warm-up step lands exactly on it), then, with `cosine`, a half cosine
+        from there to 0 at the run's last step; with `plateau` only the plateau moves it."""
+        factor = None
         if self.step < self.warmup_steps:
-            scale = (self.step + 1) / self.warmup_steps
+            factor = (self.step + 1) / self.warmup_steps
+        elif self.cfg.scheduler == "cosine":
+            span = max(1, self.total_steps - self.warmup_steps)
+            done = min(1.0, (self.step - self.warmup_steps) / span)
+            factor = 0.5 * (1.0 + math.cos(math.pi * done))
+        if factor is not None:
             for g in self.opt.param_groups:
-                g["lr"] = self.stage_lr() * scale
+                g["lr"] = self.stage_lr() * g.get("lr_scale", 1.0) * factor
         self.step += 1
 
     def lr(self) -> float:
-        return float(self.opt.param_groups[0]["lr"])
+        """The head's lr (the largest group's): what the epoch log reports."""
+        return float(max(g["lr"] for g in self.opt.param_groups))
 
     # ------------------------------------------------------------ end of epoch
     def end_epoch(self, epoch: int, val_loss: float) -> bool:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from astrotransfer.engine.models import classify, features
 from astrotransfer.engine.training.loop import (augment_batch, epoch_record, evaluate_tensors,
                                                 log_epoch, rewrite_metrics, save_epoch,
-                                                uses_adapter)
+                                                to_device, uses_adapter)
 from astrotransfer.hookspecs import hookimpl
 from astrotransfer.progress import progress_bar
 from astrotransfer.trainer import Trainer
@@ -64,6 +64,8 @@ class StandardTrainer(Trainer):
     def fit(self, ctx) -> None:
         cfg, model, device = ctx.cfg, ctx.model, ctx.device
         model.to(device)
+        if cfg.channels_last:  # same numbers, ~1.6x faster training on CPU (tools/bench_train)
+            model.to(memory_format=torch.channels_last)
         if ctx.adapter_module is not None:
             ctx.adapter_module.to(device)
         n, bs, accum = len(ctx.x_train), cfg.batch_size, cfg.grad_accum
@@ -93,11 +95,13 @@ class StandardTrainer(Trainer):
                 for step in range(micro_steps):
                     idx = order[step * bs:(step + 1) * bs if step + 1 < micro_steps else n]
                     window = min(accum, micro_steps - (step // accum) * accum)
-                    xb = augment_batch(ctx.augment, ctx.x_train[idx]).to(device)
+                    xb = to_device(augment_batch(ctx.augment, ctx.x_train[idx]), device,
+                                   cfg.channels_last)
                     yb = ctx.y_train[idx].to(device)
                     feats = features(model, xb)
                     logits = classify(model, feats)
-                    loss = F.cross_entropy(logits, yb, weight=weight)
+                    loss = F.cross_entropy(logits, yb, weight=weight,
+                                           label_smoothing=cfg.label_smoothing)
                     extra = self._adapt_loss(ctx, gen, feats, logits, yb, device,
                                              (epoch * micro_steps + step) / total_steps)
                     if step % accum == 0:
@@ -163,7 +167,8 @@ class StandardTrainer(Trainer):
         tf = tl = None
         if ctx.x_target is not None and len(ctx.x_target):
             ti = torch.randint(0, len(ctx.x_target), (len(yb),), generator=gen)
-            xt = augment_batch(ctx.augment, ctx.x_target[ti]).to(device)
+            xt = to_device(augment_batch(ctx.augment, ctx.x_target[ti]), device,
+                           ctx.cfg.channels_last)
             tf = features(ctx.model, xt)
             tl = classify(ctx.model, tf)
         return ctx.adapter.loss(feats, logits, tf, tl, progress, ctx.adapter_module, src_labels=yb)

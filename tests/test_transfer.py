@@ -219,10 +219,45 @@ def test_plateau_lowers_the_lr_and_warmup_ramps_it(sim_pair, tmp_path, monkeypat
     src, _ = sim_pair
     _scripted_val_losses(monkeypatch, [1.0, 1.0, 1.0, 1.0])
     train(_tiny(source=str(src), out=str(tmp_path / "p"), epochs=4, lr_patience=1,
-                lr_factor=0.5, warmup_epochs=1, batch_size=8))
+                lr_factor=0.5, warmup_epochs=1, batch_size=8, scheduler="plateau"))
     lrs = [r["lr"] for r in _records(tmp_path / "p")]
     # patience 1: the second epoch without improvement (epoch 3) lowers the lr for epoch 4
     assert lrs[0] < 1e-3 and lrs[1:] == pytest.approx([1e-3, 1e-3, 5e-4])
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_with_layerwise_lrs(sim_pair, tmp_path):
+    from astrotransfer.engine.training.optim import layerwise_groups
+
+    src, _ = sim_pair
+    train(_tiny(source=str(src), out=str(tmp_path / "c"), epochs=4, batch_size=8,
+                warmup_epochs=1))
+    lrs = [r["lr"] for r in _records(tmp_path / "c")]
+    assert lrs[0] < 1e-3 and lrs[1] == pytest.approx(1e-3, rel=0.2)
+    assert lrs[1] > lrs[2] > lrs[3] > 0 and lrs[3] < 0.3e-3
+    import timm
+    groups = layerwise_groups(timm.create_model(TINY_BACKBONE, num_classes=2), 1e-4, 0.5)
+    scales = sorted({g["lr_scale"] for g in groups})
+    assert scales[-1] == 1.0 and scales[0] == pytest.approx(0.5 ** (len(scales) - 1))
+    assert all(g["weight_decay"] == 0 for g in groups if all(p.ndim == 1 for p in g["params"]))
+
+
+def test_epochs_follow_the_training_set_size(sim_pair, tmp_path):
+    """Left unset, --epochs gives every run at least --min-steps optimizer steps."""
+    src, _ = sim_pair
+    cfg = _tiny(source=str(src), out=str(tmp_path / "auto"), epochs=None, min_steps=20,
+                batch_size=16)
+    train(cfg)
+    import yaml
+
+    from astrotransfer.engine.data import labelled
+    from astrotransfer.store import CutoutStore
+
+    store = CutoutStore.open(src)
+    n_train = len(labelled(store.indices("train"), store.column("label")))
+    saved = yaml.safe_load((tmp_path / "auto" / "config.yaml").read_text())
+    steps_per_epoch = -(-n_train // 16)
+    want = max(3, -(-20 // steps_per_epoch))
+    assert saved["epochs"] == len(_records(tmp_path / "auto")) == want
 
 
 # ------------------------------------------------------------------ multi-run jobs

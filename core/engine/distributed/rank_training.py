@@ -40,6 +40,7 @@ from ..runs import (RunDir, deepspeed_safe_globals, load_checkpoint,
                     weights_only_loads)
 from ..training.loop import (augment_batch, epoch_record, evaluate_sums, log_epoch, save_epoch,
                              uses_adapter)
+from ..training.optim import build_optimizer, layerwise_groups
 from ..training.single_run import pick_device, prepare
 from .collectives import convert_sync_batchnorm, gather_rows, plain_state_dict, row_counts
 from .ds_config import build_ds_config, eval_shard, global_steps, lr_at, micro_positions, use_bf16
@@ -89,6 +90,7 @@ class AdaptNet(nn.Module):
         self.adapter = adapter
         self.adapt = adapt
         self.channels_last = False
+        self.label_smoothing = 0.0
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -98,7 +100,8 @@ class AdaptNet(nn.Module):
         logits = classify(self.model, raw).float()
         if ys is None:
             return logits
-        ce_sum = F.cross_entropy(logits, ys, reduction="sum")
+        ce_sum = F.cross_entropy(logits, ys, reduction="sum",
+                                 label_smoothing=self.label_smoothing)
         extra = logits.new_zeros(())
         if self.adapt:
             extra = self._adapt_loss(raw.float(), logits, ys, xt, progress)
@@ -154,7 +157,7 @@ class _Loop:
                 if self.manage_lr:
                     lr = lr_at(done, self.steps, cfg.lr, self.opts, self.world, self.accum)
                     for group in engine.optimizer.param_groups:
-                        group["lr"] = lr
+                        group["lr"] = lr * group.get("lr_scale", 1.0)
                 for pos in micro_positions(m, self.accum, self.world, self.rank):
                     pos = torch.from_numpy(pos)
                     idx = batch[pos]
@@ -243,14 +246,20 @@ class DeepSpeedTrainer(Trainer):
 
         net = AdaptNet(ctx.model, ctx.adapter, ctx.adapter_module,
                        uses_adapter(ctx.cfg, ctx.adapter)).to(device)
-        if device.type == "cuda":  # NHWC is what tensor cores want for convolutions
+        if device.type == "cuda" or ctx.cfg.channels_last:  # NHWC: faster convolutions
             net.to(memory_format=torch.channels_last)
             net.channels_last = True
+        net.label_smoothing = ctx.cfg.label_smoothing
         bf16 = use_bf16(opts, device)
         conf = build_ds_config(ctx.cfg.batch_size, world, opts, bf16)
         params = [p for p in net.parameters() if p.requires_grad]
-        client = None if "optimizer" in conf else torch.optim.AdamW(
-            params, lr=ctx.cfg.lr, weight_decay=ctx.cfg.weight_decay)
+        # the standard trainer's groups: lr x layer_decay per block, no decay on norms/biases
+        groups = layerwise_groups(ctx.model, ctx.cfg.weight_decay, ctx.cfg.layer_decay)
+        if ctx.adapter_module is not None:
+            groups.append({"params": [p for p in ctx.adapter_module.parameters()
+                                      if p.requires_grad], "lr_scale": 1.0})
+        client = None if "optimizer" in conf else build_optimizer(
+            "adamw", [g for g in groups if g["params"]], ctx.cfg.lr, ctx.cfg.weight_decay)
         try:
             engine, *_ = deepspeed.initialize(model=net, optimizer=client,
                                               model_parameters=params, config=conf)

@@ -96,8 +96,8 @@ def _calibration_data(model, info, store: CutoutStore, data: Path, target: Obser
 
 
 def evaluate_one(run_path: Path, data: Path, split: str = "test", report: bool = True,
-                 max_objects: int = MAX_OBJECTS) -> Evaluation:
-    model, info, run = load_run_model(run_path)
+                 max_objects: int = MAX_OBJECTS, tta: int = 1) -> Evaluation:
+    model, info, run = load_run_model(run_path, tta=tta)
     store = CutoutStore.open(data)
     bands = check_compatible(info, store)
     rows = store.indices(split)
@@ -126,6 +126,7 @@ def evaluate_one(run_path: Path, data: Path, split: str = "test", report: bool =
                     "store": str(Path(data).resolve()), "split": split,
                     "survey": store.attrs.get("survey"), "run_id": info["run_id"]})
     out_dir = run.path / "eval" / _slug(data, split)
+    metrics["tta"] = tta
     _write(run.path, out_dir, metrics)
     if report:
         from .report_sections import write_single_report
@@ -143,7 +144,7 @@ def _write(run_path: Path, out_dir: Path, metrics: dict) -> None:
 
 
 def evaluate_seeds(run_path: Path, seeds: list[Path], data: Path, split: str = "test",
-                   report: bool = True) -> dict:
+                   report: bool = True, tta: int = 1) -> dict:
     from .metrics import (aggregate_metrics, compute_metrics, information_maximization,
                           prediction_entropy)
 
@@ -151,7 +152,7 @@ def evaluate_seeds(run_path: Path, seeds: list[Path], data: Path, split: str = "
     if unfinished:
         raise UserError(f"seed run {unfinished[0]} has no checkpoint yet; finish the job with "
                         f"`astrotransfer train --out {run_path} --resume`")
-    evals = [evaluate_one(s, data, split, report) for s in seeds]
+    evals = [evaluate_one(s, data, split, report, tta=tta) for s in seeds]
     first = evals[0]
     for e in evals[1:]:
         if e.info["class_names"] != first.info["class_names"] or \
@@ -198,12 +199,15 @@ def _seed_row(e: Evaluation) -> dict:
             **{k: m["label_free"].get(k) for k in ("entropy", "im", "mmd", "dev")}}
 
 
-def evaluate_run(run_path: Path, data: Path, split: str = "test", report: bool = True) -> dict:
-    """metrics.json for a run (or a multi-seed run directory) on a store's split."""
+def evaluate_run(run_path: Path, data: Path, split: str = "test", report: bool = True,
+                 tta: int = 1) -> dict:
+    """metrics.json for a run (or a multi-seed run directory) on a store's split.
+
+    `tta` > 1 averages that many flips/rotations of each cutout (1, 2, 4 or 8)."""
     seeds = seed_runs(run_path)
     if seeds:
-        return evaluate_seeds(Path(run_path), seeds, data, split, report)
-    return evaluate_one(Path(run_path), data, split, report).metrics
+        return evaluate_seeds(Path(run_path), seeds, data, split, report, tta=tta)
+    return evaluate_one(Path(run_path), data, split, report, tta=tta).metrics
 
 
 __all__ = ["evaluate_run", "evaluate_one", "evaluate_seeds", "predict_split", "split_metrics"]

@@ -17,7 +17,7 @@ from .streaming import (as_text, check_compatible, entropy, load_run_model, stre
 def predict_catalog(run_path: Path, data: Path, out: Path, split: str = "all",
                     batch_size: int = 256, overwrite: bool = False,
                     with_embedding: bool = False, rank: int = 0, world: int = 1,
-                    merge_timeout: float = 3600.0) -> dict:
+                    merge_timeout: float = 3600.0, tta: int = 1) -> dict:
     """Predict every row of a split into a catalog.
 
     Memory is flat in the number of objects: a background thread reads each chunk's
@@ -29,12 +29,13 @@ def predict_catalog(run_path: Path, data: Path, out: Path, split: str = "all",
     """
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    model, info, run = load_run_model(run_path)
+    model, info, run = load_run_model(run_path, tta=tta)
     store = CutoutStore.open(data)
     bands = check_compatible(info, store)
     rows = store.indices(split)
     manifest = {"run_id": info["run_id"], "store": str(Path(data).resolve()), "split": split,
-                "n": int(len(rows)), "batch_size": batch_size, "embedding": with_embedding}
+                "n": int(len(rows)), "batch_size": batch_size, "embedding": with_embedding,
+                "tta": tta}
     writer = PartWriter(Path(out), manifest, overwrite=overwrite, shard=world > 1)
     try:
         n_chunks = (len(rows) + batch_size - 1) // batch_size
@@ -80,9 +81,11 @@ def _positions(store: CutoutStore, rows: np.ndarray) -> dict:
             "ra": _slab(store.group["ra"], rows), "dec": _slab(store.group["dec"], rows)}
 
 
-def embed_store(run_path: Path, data: Path, split: str = "all", batch_size: int = 256) -> dict:
-    """Penultimate features (and probabilities) into the store under runs/<run_id>/."""
-    model, info, run = load_run_model(run_path)
+def embed_store(run_path: Path, data: Path, split: str = "all", batch_size: int = 256,
+                tta: int = 1) -> dict:
+    """Penultimate features (and probabilities) into the store under runs/<run_id>/;
+    with `tta` > 1 the mean features over that many flips/rotations."""
+    model, info, run = load_run_model(run_path, tta=tta)
     store = CutoutStore.open(data, mode="r+")
     bands = check_compatible(info, store)
     rows = store.indices(split)
@@ -93,7 +96,7 @@ def embed_store(run_path: Path, data: Path, split: str = "all", batch_size: int 
             feats.append(f)
             probs.append(p)
             advance(len(r))
-    meta = {"run_id": info["run_id"], "split": split, "backbone": info["backbone"]}
+    meta = {"run_id": info["run_id"], "split": split, "backbone": info["backbone"], "tta": tta}
     with locked(store.path, "store"):
         store.write_run_array(info["run_id"], "rows", rows.astype(np.int64), meta)
         store.write_run_array(info["run_id"], "embeddings", np.concatenate(feats), meta)

@@ -12,15 +12,19 @@ import torch
 from ...errors import UserError
 from ...store import CutoutStore
 from ..data import band_mapping, resize
-from ..models import build_model, classify, features
+from ..models import build_model, classify, features, set_tta
 from ..runs import RunDir, load_checkpoint
 
 T = TypeVar("T")
 _DONE = object()
 
 
-def load_run_model(run_path: Path | str, device: torch.device | None = None):
-    """The run's best model in eval mode, and its run.json facts."""
+def load_run_model(run_path: Path | str, device: torch.device | None = None, tta: int = 1):
+    """The run's best model in eval mode, and its run.json facts.
+
+    `tta` > 1 averages that many flips/rotations per cutout (`models.set_tta`). The model
+    is in channels-last memory format, which oneDNN runs faster on CPU.
+    """
     run = RunDir(Path(run_path))
     info = run.info()
     ckpt = load_checkpoint(run.best if run.best.exists() else run.last)
@@ -36,6 +40,8 @@ def load_run_model(run_path: Path | str, device: torch.device | None = None):
                         f"its run.json describes ({detail[:160]}); the run directory is "
                         f"damaged: restore run.json and the checkpoints, or re-train") from None
     model.eval().to(device or torch.device("cpu"))
+    model.to(memory_format=torch.channels_last)
+    set_tta(model, tta)
     return model, info, run
 
 
@@ -152,7 +158,7 @@ def forward_batch(model, x: torch.Tensor, device: torch.device, with_features: b
                   ) -> tuple[np.ndarray, np.ndarray | None]:
     """(probabilities, features or None) of one model-ready batch: the single forward path
     that stores (`stream_chunks`) and in-memory arrays (`predict_images`) share."""
-    feats = features(model, x.to(device))
+    feats = features(model, x.to(device).contiguous(memory_format=torch.channels_last))
     probs = torch.softmax(classify(model, feats).float(), dim=1)
     return probs.cpu().numpy(), feats.float().cpu().numpy() if with_features else None
 

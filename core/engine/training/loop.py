@@ -3,7 +3,8 @@
 The standard (one process) and DeepSpeed (data-parallel) trainers differ in how a batch is
 dealt out and stepped, not in what a step means. So one module holds, for both:
 
-* `augment_batch`: the augmentation of a source or target batch;
+* `augment_batch` and `to_device`: the augmentation of a source or target batch and its
+  move to the device (channels-last when the model is);
 * `uses_adapter`: when the adapter pass runs at all (pure fine-tuning skips it, so a
   fine-tuned run costs one forward pass per step, not two);
 * `evaluate_tensors` / `evaluate_sums`: validation loss and accuracy;
@@ -28,10 +29,14 @@ log = logging.getLogger("astrotransfer")
 
 
 def augment_batch(augment, x: torch.Tensor) -> torch.Tensor:
-    """Per-sample augmentation: v2 transforms on a batch would draw one transform for all."""
-    if augment is None:
-        return x
-    return torch.stack([augment(xi) for xi in x])
+    """Augment a batch; `augment` draws its own transform per sample (engine.data)."""
+    return x if augment is None else augment(x)
+
+
+def to_device(x: torch.Tensor, device, channels_last: bool) -> torch.Tensor:
+    """`x` on `device`, in NHWC memory layout when the model is (faster convolutions)."""
+    x = x.to(device)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def uses_adapter(cfg, adapter) -> bool:

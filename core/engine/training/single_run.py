@@ -20,7 +20,7 @@ from torch import nn
 
 from ... import __version__
 from ...adapter import compose
-from ...config import TrainConfig, normalize
+from ...config import TrainConfig, normalize, resolve_epochs
 from ...errors import UserError, check_output_folder
 from ...registry import get_registry
 from ...store import CutoutStore, locked
@@ -126,7 +126,8 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model, provenance = build_model(cfg.backbone, in_chans=len(bands), num_classes=len(class_names),
-                                    pretrained=cfg.pretrained, drop_rate=cfg.drop_rate)
+                                    pretrained=cfg.pretrained, drop_rate=cfg.drop_rate,
+                                    head_init=cfg.head_init)
     check_stages(model, cfg.stages)
     x_tr, y_tr = load_tensors(source, tr, list(range(len(bands))), image_size)
     x_va, y_va = load_tensors(source, va, list(range(len(bands))), image_size)
@@ -147,6 +148,11 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
                 y_tr = torch.cat([y_tr, torch.from_numpy(plabels[order])])
     elif cfg.pseudo_labels:
         raise UserError("--pseudo-labels names target rows; pass the --target they came from")
+    if cfg.epochs is None:
+        resolve_epochs(cfg, len(y_tr))
+        log.info("epochs: %d, chosen for %d training objects (at least --min-steps %d "
+                 "optimizer steps; pass --epochs to fix it)", cfg.epochs, len(y_tr), cfg.min_steps)
+        normalize(cfg)  # the stages' split of the epochs is checked now that they are known
     run = RunDir(Path(cfg.out))
     resume_state = _open_run_dir(run, cfg, resume)
     if resume_state is None:

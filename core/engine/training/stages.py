@@ -99,15 +99,17 @@ def parse_stages(spec) -> list[dict]:
 # ---------------------------------------------------------------- parameter groups
 
 
-def param_groups(model: nn.Module) -> list[list[str]]:
-    """Parameter names per group in forward order: [stem, block..., head]."""
+def param_groups(model: nn.Module, coarse: bool = False) -> list[list[str]]:
+    """Parameter names per group in forward order: [stem, block..., head].
+
+    `coarse` asks timm for stages (an EfficientNet's 7) rather than single blocks."""
     names = [n for n, _ in model.named_parameters()]
     matcher = getattr(model, "group_matcher", None)
     groups: list[list[str]] = []
     if matcher is not None:
         try:
             from timm.models import group_parameters
-            grouped = group_parameters(model, matcher(coarse=False))
+            grouped = group_parameters(model, matcher(coarse=coarse))
             groups = [list(v) for _, v in sorted(grouped.items())]
         except Exception:  # a model whose matcher does not fit its parameters
             groups = []

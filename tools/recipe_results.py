@@ -1,0 +1,344 @@
+"""Regenerate docs/results/recipe.md (and recipe.json): the fine-tuning recipe, measured.
+
+    .venv/bin/python tools/recipe_results.py             # the full study (~1 h on 2 cores)
+    .venv/bin/python tools/recipe_results.py --quick     # smoke test, minutes; says so
+
+What it measures, every run an ordinary run directory under --work:
+
+  (a) the ablation: the v0.1 defaults, the zero-initialised head alone, each other change
+      alone on top of it, and the new defaults, >= 3 seeds at equal epochs, on real GZ1
+      (elliptical vs spiral, 64 px, the store's fixed test split) and on the sim SDSS ->
+      sim DES pair of the demo (target test split), with the wall time of every row;
+  (b) test-time augmentation (8 flips x rotations) on the new defaults' runs, and its cost;
+  (c) small data: 300 labelled objects of GZ1 and of JWST CEERS with the defaults, the
+      validation-loss curve, the calibration after the run's own temperature scaling, and
+      a linear probe on frozen features of the same backbone;
+  (d) the offline ImageNet backbones lite0/lite1/lite2 with the defaults on GZ1;
+  (e) the default recipe on GZ1 with larger stamps (96 and 128 px stores), nothing else
+      set: the accuracy a new user gets, with and without TTA.
+
+Runs go to a pool of single-threaded worker processes: on a small shared CPU two
+one-thread trainings finish sooner than one two-thread one (OpenMP threads spin against
+other processes). Hyper-parameters were chosen on validation splits; test splits are only
+scored.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported, here and in workers
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: the v0.1 defaults, as options of today's engine
+OLD = dict(head_init="timm", layer_decay=1.0, scheduler="plateau", label_smoothing=0.0,
+           augment=["flip", "rot90"])
+ABLATION = {  # label -> options on top of the new defaults
+    "v0.1 defaults": OLD,
+    "+ zero head": {**OLD, "head_init": "zero"},
+    "+ zero head, layer decay 0.7": {**OLD, "head_init": "zero", "layer_decay": 0.7},
+    "+ zero head, cosine + 5 % warm-up": {**OLD, "head_init": "zero", "scheduler": "cosine"},
+    "+ zero head, label smoothing 0.1": {**OLD, "head_init": "zero", "label_smoothing": 0.1},
+    "+ zero head, any-angle rotation/shift/zoom": {
+        **OLD, "head_init": "zero", "augment": ["flip", "rotate", "shift", "zoom"]},
+    "new defaults (all of the above)": {},
+}
+NEW = "new defaults (all of the above)"
+BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
+
+# Sizes: the full study fits ~1 h on 2 shared cores. The GZ1 ablation trains at 48 px
+# (stores hold 64 px) and 3 epochs to afford 7 recipes x 3 seeds; the small-data runs use
+# the store's 64 px and the defaults' own epochs.
+FULL = dict(gz1_n=None, size=64, train_size=48, epochs=3, seeds=3, sim_n=2000, sim_epochs=4,
+            small_n=300, small_seeds=3, backbone_seeds=1, tta=8, batch_size=32,
+            default_sizes=(96, 128))
+QUICK = dict(gz1_n=300, size=32, train_size=32, epochs=1, seeds=2, sim_n=160, sim_epochs=1,
+             small_n=60, small_seeds=1, backbone_seeds=1, tta=2, batch_size=16,
+             default_sizes=(40,))
+
+
+# ---------------------------------------------------------------- work done in workers
+
+
+def _quiet() -> None:
+    import logging
+    import warnings
+    logging.getLogger("astrotransfer").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+def ingest_job(job: dict) -> dict:
+    """One store: a sim survey, or an image folder + catalog (optionally an id subset)."""
+    _quiet()
+    import astrotransfer as at
+
+    out = Path(job["out"])
+    if not out.exists():
+        at.ingest(job["survey"], out, split_fractions=tuple(job["splits"]), **job["options"])
+    return {"key": job["key"]}
+
+
+def train_job(job: dict) -> dict:
+    """Train one run (resuming a killed attempt) and score it on each store of job['eval']."""
+    _quiet()
+    import shutil
+
+    import astrotransfer as at
+
+    cfg = dict(job["cfg"])
+    out = Path(cfg["out"])
+    done = out.parent / f".{out.name}.result.json"
+    if done.exists():
+        return {**json.loads(done.read_text()), "key": job["key"]}
+    if out.exists() and not (out / "last.pt").exists():
+        shutil.rmtree(out)
+    t0 = time.perf_counter()
+    run = at.train(**cfg, resume=out.exists())
+    result = {"seconds": round(time.perf_counter() - t0, 1), "epochs": run.epochs,
+              "scores": {}}
+    for name, (store, split, tta) in job["eval"].items():
+        t1 = time.perf_counter()
+        m = run.evaluate(store, split, report=False, tta=tta)
+        result["scores"][name] = {**_slim(m), "eval_seconds": round(time.perf_counter() - t1, 1)}
+    done.write_text(json.dumps(result))
+    return {**result, "key": job["key"]}
+
+
+def _slim(m: dict) -> dict:
+    half = m["top_q"]["q"].index(0.5) if 0.5 in m["top_q"]["q"] else None
+    cal = m.get("calibration") or {}
+    return {"n": m["n"], "accuracy": m["accuracy"], "balanced": m["macro"]["recall"],
+            "recall": m["recall"], "precision": m["precision"],
+            "top50": m["top_q"]["accuracy"][half] if half is not None else None,
+            "ece": m["ece"], "nll": m["nll"], "temperature": cal.get("temperature"),
+            "ece_after": (cal.get("eval") or {}).get("ece_after"),
+            "nll_after": (cal.get("eval") or {}).get("nll_after"),
+            "calibrated_on": {k: v for k, v in (cal.get("fit") or {}).items()
+                              if k in ("store", "split", "n")}}
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def stores(p: dict, work: Path, data: Path) -> dict[str, str]:
+    return {k: str(work / f"{k}.zarr") for k in
+            ("gz1", "ceers", "sdss", "des", "gz1_small", "ceers_small",
+             *(f"gz1_{size}" for size in p["default_sizes"]))}
+
+
+def ingest_plan(p: dict, work: Path, data: Path) -> tuple[list[dict], list[dict]]:
+    """(first wave, second wave): the small-data subsets need the full stores' splits."""
+    s = stores(p, work, data)
+    gz1 = data / "gz1_sdss"
+    ceers = data / "jwst_ceers"
+    first = [
+        {"key": "gz1", "survey": "images", "out": s["gz1"], "splits": (0.8, 0.1, 0.1),
+         "options": _images(gz1 / "images", _catalog(gz1 / "labels.csv", p["gz1_n"], work,
+                                                     "gz1"), "objid", "gz1_class",
+                            "0=elliptical,1=spiral,2=spiral,3=spiral", "r,g,b", "sdss-gz1", p)},
+        {"key": "ceers", "survey": "images", "out": s["ceers"], "splits": (0.8, 0.1, 0.1),
+         "options": _images(ceers / "images", ceers / "labels.csv", "id", "label",
+                            "smooth=elliptical,featured=spiral", "L", "jwst-ceers", p)},
+        *({"key": f"gz1_{size}", "survey": "images", "out": s[f"gz1_{size}"],
+           "splits": (0.8, 0.1, 0.1),
+           "options": _images(gz1 / "images", _catalog(gz1 / "labels.csv", p["gz1_n"], work,
+                                                       "gz1"), "objid", "gz1_class",
+                              "0=elliptical,1=spiral,2=spiral,3=spiral", "r,g,b", "sdss-gz1",
+                              {**p, "size": size})} for size in p["default_sizes"]),
+        {"key": "sdss", "survey": "sim", "out": s["sdss"], "splits": (0.6, 0.1, 0.3),
+         "options": dict(instrument="sdss", n=p["sim_n"], seed=0, size=64)},
+        {"key": "des", "survey": "sim", "out": s["des"], "splits": (0.5, 0.1, 0.4),
+         "options": dict(instrument="des", n=p["sim_n"], seed=0, size=32)},
+    ]
+    second = []
+    for name, folder, id_col, label_col, label_map, bands, survey in (
+            ("gz1", gz1, "objid", "gz1_class", "0=elliptical,1=spiral,2=spiral,3=spiral",
+             "r,g,b", "sdss-gz1"),
+            ("ceers", ceers, "id", "label", "smooth=elliptical,featured=spiral", "L",
+             "jwst-ceers")):
+        catalog = work / f"{name}_small.csv"
+        second.append({"key": f"{name}_small", "survey": "images", "out": s[f"{name}_small"],
+                       "splits": (0.8, 0.2, 0.0), "subset_of": s[name], "n": p["small_n"],
+                       "catalog_in": str(folder / "labels.csv"), "catalog": str(catalog),
+                       "id_column": id_col,
+                       "options": _images(folder / "images", catalog, id_col, label_col,
+                                          label_map, bands, survey, p)})
+    return first, second
+
+
+def _images(images, catalog, id_col, label_col, label_map, bands, survey, p) -> dict:
+    return dict(images=str(images), catalog=str(catalog), id_column=id_col,
+                label_column=label_col, label_map=label_map, drop_unmapped=True, crop=212,
+                size=p["size"], bands=bands, survey_name=survey)
+
+
+def _catalog(path: Path, n: int | None, work: Path, name: str) -> Path:
+    if not n:
+        return path
+    lines = path.read_text().splitlines()
+    out = work / f"{name}_head.csv"
+    out.write_text("\n".join(lines[: n + 1]) + "\n")
+    return out
+
+
+def write_small_catalog(job: dict) -> None:
+    """The first `n` objects of the full store's TRAIN split (in id order), so the small
+    set's runs can be scored on the full store's untouched test split."""
+    import csv
+
+    import astrotransfer as at
+
+    full = at.open_store(job["subset_of"])
+    train = full.indices("train")
+    ids = sorted(map(str, full.column("object_id")[train]))[: job["n"]]
+    keep = set(ids)
+    with open(job["catalog_in"], newline="") as fin, open(job["catalog"], "w", newline="") as fout:
+        reader = csv.DictReader(fin)
+        writer = csv.DictWriter(fout, fieldnames=reader.fieldnames)
+        writer.writeheader()
+        writer.writerows(r for r in reader if str(r[job["id_column"]]) in keep)
+
+
+def train_plan(p: dict, work: Path, data: Path) -> list[dict]:
+    s = stores(p, work, data)
+    common = dict(batch_size=p["batch_size"], device="cpu", backbone=BACKBONES[0],
+                  pretrained="auto")
+    jobs = []
+    for label, opts in ABLATION.items():
+        tta = p["tta"] if label == NEW else 1
+        for seed in range(p["seeds"]):
+            gz1_eval = {"test": (s["gz1"], "test", 1)}
+            sim_eval = {"target": (s["des"], "test", 1), "source": (s["sdss"], "test", 1)}
+            if tta > 1:
+                gz1_eval["test_tta"] = (s["gz1"], "test", tta)
+                sim_eval["target_tta"] = (s["des"], "test", tta)
+            jobs.append({"key": ["gz1", label, seed], "eval": gz1_eval, "cfg": dict(
+                common, **opts, source=s["gz1"], epochs=p["epochs"], seed=seed,
+                image_size=p["train_size"],
+                out=str(work / "gz1" / _slug(label) / f"seed_{seed}"))})
+            jobs.append({"key": ["sim", label, seed], "eval": sim_eval, "cfg": dict(
+                common, **opts, source=s["sdss"], target=s["des"], image_size=32,
+                epochs=p["sim_epochs"], seed=seed,
+                out=str(work / "sim" / _slug(label) / f"seed_{seed}"))})
+    for backbone in BACKBONES[1:]:
+        for seed in range(p["backbone_seeds"]):
+            jobs.append({"key": ["backbone", backbone, seed],
+                         "eval": {"test": (s["gz1"], "test", 1)}, "cfg": dict(
+                             common, backbone=backbone, source=s["gz1"], epochs=p["epochs"],
+                             image_size=p["train_size"], seed=seed, out=str(work / "backbones" / backbone / f"seed_{seed}"))})
+    for name in ("gz1", "ceers"):
+        for seed in range(p["small_seeds"]):
+            for method, opts in (("fine-tune (defaults)", {}),
+                                 ("linear probe", {"stages": [{"train": "head",
+                                                               "epochs": None}]})):
+                jobs.append({"key": ["small", name, method, seed],
+                             "eval": {"test": (s[name], "test", 1)}, "cfg": dict(
+                                 common, **opts, source=s[f"{name}_small"], seed=seed,
+                                 out=str(work / "small" / name / _slug(method) / f"seed_{seed}"))})
+    for size in p["default_sizes"]:
+        store = s[f"gz1_{size}"]
+        jobs.append({"key": ["default", size, 0],
+                     "eval": {"test": (store, "test", 1), "test_tta": (store, "test", p["tta"])},
+                     "cfg": dict(source=store, device="cpu", seed=0,
+                                 out=str(work / "default" / f"gz1_{size}px"))})
+    # the longest first, so the pool ends together
+    order = {"default": 0, "backbone": 1, "gz1": 2, "small": 3, "sim": 4}
+    return sorted(jobs, key=lambda j: order[j["key"][0]])
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")
+
+
+# ---------------------------------------------------------------- running
+
+
+def run_all(p: dict, work: Path, data: Path, workers: int) -> list[dict]:
+    work.mkdir(parents=True, exist_ok=True)
+    first, second = ingest_plan(p, work, data)
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(ingest_job, first))
+        for job in second:
+            if not Path(job["out"]).exists():
+                write_small_catalog(job)
+        list(pool.map(ingest_job, second))
+        jobs = train_plan(p, work, data)
+        results = []
+        futures = [pool.submit(train_job, j) for j in jobs]
+        for i, fut in enumerate(as_completed(futures), 1):
+            res = fut.result()
+            results.append(res)
+            print(f"[{i}/{len(jobs)}] {res['key']} {res['seconds']} s", flush=True)
+    return results
+
+
+def speed_ratio(size: int, batch: int, rounds: int = 3) -> dict:
+    """Training images/s of lite0 before (NCHW, per-sample torchvision augmentation) and
+    after (channels-last, batched SkyAugment), side by side, round-robin, one thread."""
+    import torch
+    import torch.nn.functional as F
+    import timm
+    from torchvision.transforms import v2
+
+    import astrotransfer as at
+
+    torch.set_num_threads(1)
+    old_aug = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()])
+    new_aug = at.augmentation(["flip", "rotate", "shift", "zoom"])
+    setups = {}
+    for name, cl in (("before", False), ("after", True)):
+        model = timm.create_model(BACKBONES[0], num_classes=2)
+        if cl:
+            model = model.to(memory_format=torch.channels_last)
+        setups[name] = (model, torch.optim.AdamW(model.parameters(), 1e-3), cl)
+    x = torch.rand(batch, 3, size, size)
+    y = torch.randint(0, 2, (batch,))
+    speeds: dict[str, list[float]] = {k: [] for k in setups}
+    for _ in range(rounds):
+        for name, (model, opt, cl) in setups.items():
+            model.train()
+            t0, steps = time.perf_counter(), 4
+            for _ in range(steps):
+                xb = (new_aug(x).contiguous(memory_format=torch.channels_last) if cl
+                      else torch.stack([old_aug(xi) for xi in x]))
+                loss = F.cross_entropy(model(xb), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            speeds[name].append(steps * batch / (time.perf_counter() - t0))
+    med = {k: statistics.median(v) for k, v in speeds.items()}
+    return {"size": size, "batch": batch, "before": round(med["before"], 1),
+            "after": round(med["after"], 1), "ratio": round(med["after"] / med["before"], 2),
+            "runs": {k: [round(v, 1) for v in vs] for k, vs in speeds.items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    ap.add_argument("--work", type=Path, default=ROOT / "out" / "recipe")
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "results")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    if not (args.data / "gz1_sdss").is_dir() or not (args.data / "jwst_ceers").is_dir():
+        sys.exit(f"real data not found under {args.data}; pass --data")
+    p = QUICK if args.quick else FULL
+    t0 = time.perf_counter()
+    results = run_all(p, args.work, args.data, args.workers)
+    speed = speed_ratio(p["size"], p["batch_size"])
+    sys.path.insert(0, str(ROOT / "tools"))
+    from recipe_report import write_report
+
+    write_report(results, p, speed, args, time.perf_counter() - t0)
+
+
+if __name__ == "__main__":
+    main()
