@@ -42,20 +42,20 @@ def tiny_run(tiny_run_master, tmp_path_factory):
     return at.load_run(tiny_run_copy(tiny_run_master, tmp_path_factory.mktemp("api") / "run"))
 
 
-@pytest.mark.parametrize("batch_size", [7, 256])
-def test_predict_array_equals_predict_on_a_store(tiny_run, sim_pair, tmp_path, batch_size):
+@pytest.mark.parametrize("batch_size,tta", [(7, 1), (256, 8)])
+def test_predict_array_equals_predict_on_a_store(tiny_run, sim_pair, tmp_path, batch_size, tta):
     store = at.open_store(sim_pair[1])  # DES: four bands, the run uses three
     out = tmp_path / "cat.csv"
-    res = tiny_run.predict(sim_pair[1], out=out, split="test", batch_size=batch_size)
+    res = tiny_run.predict(sim_pair[1], out=out, split="test", batch_size=batch_size, tta=tta)
     catalog = pd.read_csv(res["catalog"])
     rows = store.indices("test")
     images = store.read_images(rows)[:, [store.bands.index(b) for b in tiny_run.bands]]
-    probs = tiny_run.predict_array(images, batch_size=batch_size)
+    probs = tiny_run.predict_array(images, batch_size=batch_size, tta=tta)
     assert probs.shape == (len(rows), len(tiny_run.class_names))
     expected = catalog[[f"p_{c}" for c in tiny_run.class_names]].to_numpy()
     np.testing.assert_allclose(probs, expected, rtol=0, atol=1e-6)
     assert (probs.argmax(1) == catalog["pred"].map(tiny_run.class_names.index)).all()
-    one = tiny_run.predict_array(images[0])  # a single (C, H, W) cutout
+    one = tiny_run.predict_array(images[0], tta=tta)  # a single (C, H, W) cutout
     np.testing.assert_allclose(one[0], probs[0], atol=1e-6)
 
 
