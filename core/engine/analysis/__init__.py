@@ -1,1 +1,3 @@
-"""analysis stage."""
+"""Analysis: embedding maps and clusters, nearest neighbours, band and crop studies, the
+few-shot study and their figures.
+"""
