@@ -246,10 +246,11 @@ class DeepSpeedTrainer(Trainer):
 
         net = AdaptNet(ctx.model, ctx.adapter, ctx.adapter_module,
                        uses_adapter(ctx.cfg, ctx.adapter)).to(device)
-        # NHWC: faster convolutions. Not for CPU ranks: gloo's broadcast of the initial
-        # weights views each parameter as bytes, which an NHWC conv weight refuses
-        # ("stride(-1) must be 1"), so `--channels-last` stays a single-process option there
-        if device.type == "cuda" or (ctx.cfg.channels_last and ranks()[1] == 1):
+        # NHWC: faster convolutions, on GPU only. On CPU DeepSpeed views each parameter as
+        # bytes (ZeRO flattening, gloo broadcast), which an NHWC conv weight refuses ("stride(-1)
+        # must be 1 to view Float as Byte"), one rank or many, so `--channels-last` is the
+        # standard trainer's there
+        if device.type == "cuda":
             net.to(memory_format=torch.channels_last)
             net.channels_last = True
         net.label_smoothing = ctx.cfg.label_smoothing
