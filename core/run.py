@@ -136,7 +136,7 @@ class Run:
 
         return evaluate_run(self.path, Path(store), split, report, tta=tta)
 
-    def metrics(self, store: str | Path, split: str = "test") -> dict:
+    def metrics(self, store: str | Path, split: str = "test", tta: int = 1) -> dict:
         """The labelled metrics alone (accuracy, recall, AUC, confusion, ECE, ...): what
         `evaluate` computes first, without calibration, label-free scores or a report, so
         studies can score many runs cheaply.
@@ -144,6 +144,7 @@ class Run:
         Args:
             store: a store with labels in `split`.
             split: ``"test"``, ``"val"``, ``"train"`` or ``"all"``.
+            tta: test-time augmentation views (1, 2, 4 or 8), as for `evaluate`.
 
         Returns:
             The metrics dict (``accuracy``, ``macro``, ``recall``, ``confusion``, ...).
@@ -153,7 +154,8 @@ class Run:
         """
         from .engine.evaluation.evaluate import split_metrics
 
-        return split_metrics(self._single("metrics").path, CutoutStore.open(store), split)
+        return split_metrics(self._single("metrics").path, CutoutStore.open(store), split,
+                             tta=tta)
 
     def label_free_scores(self, store: str | Path, source: str | Path | None = None,
                           split: str = "all") -> dict:

@@ -5,9 +5,20 @@ header-less whitespace `.tab` files of LEGUS. A problem with the whole catalog (
 a column missing) is a `UserError` naming the file and the option that fixes it; a problem
 with single rows (no position, out of range, repeated id) becomes a per-row reason, so one
 bad line never stops an ingest of a million objects.
+
+Text catalogs come from spreadsheets and archives as often as from pipelines, so `read_table`
+accepts what those write: a UTF-8 byte-order mark (dropped), UTF-16 with its mark (Excel's
+"Unicode text"), Windows-1252 or latin-1 text (read as such, with a logged note), CRLF line
+endings, quoted fields holding commas, and empty rows at the end (",,,," lines). A CSV
+header naming one column twice is refused, naming the duplicates: astropy would silently
+rename the second to `name_1`, so RA, a label or the id could come from the wrong column
+without anyone noticing, and renaming a header cell is a one-second fix for the user.
 """
 from __future__ import annotations
 
+import csv
+import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +26,7 @@ import numpy as np
 import astropy.units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Table, hstack
+from astropy.utils.data import get_readable_fileobj
 
 from astrotransfer.errors import UserError
 
@@ -23,6 +35,11 @@ from astrotransfer.errors import UserError
 FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits",
            ".fts": "fits", ".parquet": "parquet", ".vot": "votable", ".xml": "votable",
            ".tab": "ascii.no_header", ".dat": "ascii.no_header", ".txt": "ascii"}
+# Text encodings tried in order (a UTF-16 byte-order mark overrides them): valid UTF-8 is
+# almost never anything else, and `utf-8-sig` drops the mark spreadsheets put first;
+# Windows-1252 is what spreadsheets on Windows write (latin-1's printable characters and
+# more); latin-1 decodes any byte sequence, so something is always read.
+ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")
 WRITE_FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits",
                  ".parquet": "parquet", ".vot": "votable"}
 
@@ -58,14 +75,90 @@ def read_table(path: Path | str, flag: str = "--catalog") -> Table:
     if fmt is None:
         raise UserError(f"catalog {path} has an unknown format '{''.join(path.suffixes)}'; "
                         f"give a {', '.join(sorted(FORMATS))} file")
+    text = fmt.startswith("ascii")
     try:
-        table = Table.read(path, format=fmt)
+        table = _read_text(path, fmt) if text else Table.read(path, format=fmt)
+    except UserError:
+        raise
     except Exception as exc:
         raise UserError(f"catalog {path} could not be read as {fmt} "
                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
                         f"check the file or convert it to CSV/FITS") from None
+    if text:
+        table = _drop_trailing_blank_rows(table, path)
     if len(table) == 0:
         raise UserError(f"catalog {path} has no rows; give a catalog with objects in it")
+    return table
+
+
+def _read_text(path: Path, fmt: str) -> Table:
+    """A text table decoded with the first encoding that fits, checked for repeated names.
+
+    The file is decoded here and astropy parses the text: astropy's fast C reader does not
+    take an `encoding` argument (it falls back to the pure-Python reader, ~10x slower on a
+    million-row catalog), and astropy reads the whole file into one string anyway."""
+    with get_readable_fileobj(str(path), encoding="binary") as f:  # .gz/.bz2 decompressed
+        raw = f.read()
+    encodings = ("utf-16",) if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ENCODINGS
+    first_error = None
+    for enc in encodings:
+        try:
+            text = raw.decode(enc)
+            break
+        except UnicodeDecodeError as exc:
+            first_error = first_error or exc
+    else:
+        raise UserError(f"catalog {path} could not be decoded as {' or '.join(encodings)} "
+                        f"({first_error}); save it as UTF-8") from None
+    del raw
+    if first_error is not None:
+        bad = first_error.object[first_error.start:first_error.start + 1].hex()
+        logging.getLogger("astrotransfer").info(
+            "note: catalog %s is not UTF-8 (byte 0x%s at offset %d); read it as %s. Save it "
+            "as UTF-8 if names or labels look wrong.", path, bad, first_error.start, enc)
+    if fmt == "ascii.csv":
+        _refuse_duplicate_names(path, text)
+    if "\n" not in text and "\r" not in text:
+        text += "\n"  # astropy takes a string without a line break for a file name
+    return Table.read(text, format=fmt)
+
+
+def _refuse_duplicate_names(path: Path, text: str) -> None:
+    """The CSV header is its first non-blank line, as astropy reads it; names are stripped."""
+    line = next((ln for ln in io.StringIO(text) if ln.strip()), "")
+    names = [n.strip() for n in next(csv.reader([line]), [])]
+    seen: dict[str, list[int]] = {}
+    for i, name in enumerate(names, 1):
+        seen.setdefault(name, []).append(i)
+    dups = {n: cols for n, cols in seen.items() if len(cols) > 1}
+    if dups:
+        shown = "; ".join(f"'{n}' (columns {', '.join(map(str, c))})" for n, c in dups.items())
+        raise UserError(f"catalog {path} names a column more than once: {shown}; rename them "
+                        f"in the header so each column has its own name (the wrong one could "
+                        f"otherwise be used silently)")
+
+
+def _drop_trailing_blank_rows(table: Table, path: Path) -> Table:
+    """Spreadsheets save rows they once touched as ",,,," lines at the end; those are no
+    objects. Blank rows between objects are kept, so row numbers in skip reasons stay true."""
+    def blank(i: int) -> bool:
+        for col in table.itercols():
+            v = col[i]
+            if v is np.ma.masked:
+                continue
+            if col.dtype.kind in "US" and not str(v.decode() if isinstance(v, bytes) else v
+                                                   ).strip():
+                continue
+            return False
+        return True
+
+    n = len(table)
+    while n and blank(n - 1):
+        n -= 1
+    if n < len(table):
+        logging.getLogger("astrotransfer").info(
+            "note: ignored %d empty row(s) at the end of catalog %s", len(table) - n, path)
+        table = table[:n]
     return table
 
 

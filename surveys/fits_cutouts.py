@@ -48,6 +48,8 @@ from reproject import reproject_interp
 from astrotransfer.errors import SkipObject, UserError
 from astrotransfer.survey import FLAG_BAND_MISSING, FLAG_NAN_FILLED, FLAG_PADDED
 
+from .file_guards import stream_frame_problem
+
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.fz", ".fits.gz", ".fit.gz",
                  ".fits.bz2", ".fit.bz2")
 HEADER_BAND_KEYS = ("FILTER", "BAND", "FILTER1", "FILTER2")
@@ -150,6 +152,7 @@ def read_frame(path: Path, survey) -> Frame:
     trunc = [str(w.message) for w in caught if "truncated" in str(w.message)]
     if trunc:
         frame.error = f"truncated file ({trunc[0]})"
+    frame.error = frame.error or stream_frame_problem(path, header)  # before any allocation
     return frame
 
 

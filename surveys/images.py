@@ -18,7 +18,8 @@ from PIL import Image, UnidentifiedImageError
 from astrotransfer.errors import SkipObject, UserError
 from astrotransfer.survey import Candidate, IngestSource, Option, Survey
 
-from .catalogs import parse_coords
+from .catalogs import parse_coords, read_table
+from .file_guards import check_fits_hdu, check_image_pixels, unsafe_id_reason
 
 EXTENSIONS = (".jpeg", ".jpg", ".png", ".fits", ".fit", ".fits.gz")
 
@@ -41,17 +42,9 @@ def parse_label_map(text: str | None) -> tuple[dict[str, int], list[str]]:
 
 
 def read_catalog(path: Path) -> Table:
-    if not path.exists():
-        raise UserError(f"catalog {path} does not exist; pass an existing file to --catalog")
-    fmt = {".csv": "ascii.csv", ".fits": "fits", ".fit": "fits", ".ecsv": "ascii.ecsv",
-           ".parquet": "parquet"}.get(path.suffix.lower())
-    if fmt is None:
-        raise UserError(f"catalog {path} has an unknown format '{path.suffix}'; "
-                        f"use .csv, .ecsv, .fits or .parquet")
-    try:
-        return Table.read(path, format=fmt)
-    except Exception as exc:
-        raise UserError(f"catalog {path} could not be read as {fmt}: {exc}") from None
+    """The shared reader (catalogs.read_table): byte-order marks, non-UTF-8 text, CRLF,
+    repeated column names and trailing empty rows are handled there for every survey."""
+    return read_table(path)
 
 
 def _raw_label(value) -> str:
@@ -97,19 +90,24 @@ def _read_pixels(path: Path) -> np.ndarray:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 with fits.open(path) as hdul:
-                    hdu = next((h for h in hdul if h.data is not None and h.data.ndim >= 2),
-                               None)
+                    # chosen by header: touching .data first would allocate what it claims
+                    hdu = next((h for h in hdul if h.is_image and len(h.shape) >= 2
+                                and min(h.shape) > 0), None)
                     if hdu is None:
                         raise SkipObject(f"empty FITS: {path.name} has no image data")
+                    check_fits_hdu(hdu, path)
                     data = np.asarray(hdu.data, dtype=np.float32)
             return data[None] if data.ndim == 2 else data
         with Image.open(path) as im:
+            check_image_pixels(im.size, path)  # from the header, before decoding a bomb
             im.load()  # forces decoding, so a truncated JPEG fails here
             data = np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im,
                               dtype=np.float32)
         return data[None] if data.ndim == 2 else data.transpose(2, 0, 1)
     except SkipObject:
         raise
+    except Image.DecompressionBombError as exc:  # over Pillow's own hard limit
+        raise SkipObject(f"image too large: {path.name} ({exc})") from None
     except (OSError, UnidentifiedImageError, ValueError, TypeError) as exc:
         raise SkipObject(f"corrupt image: {path.name} ({exc})") from None
 
@@ -226,6 +224,7 @@ class ImagesSurvey(Survey):
                         class_names.append(raw)
                     label = class_names.index(raw)
             ra, dec, problem = bad_pos[i] if has_pos else (math.nan, math.nan, None)
+            problem = unsafe_id_reason(oid) or problem  # never a path outside --images
             cands.append(Candidate(oid, ra, dec, label, problem or files.get(oid)))
         if unmapped and not drop_unmapped:
             raise UserError(f"--label-map leaves classes {', '.join(sorted(unmapped))} of column "

@@ -35,6 +35,9 @@ def test_pretrained_beats_scratch_on_gz1(tmp_path):
                 check=True)
         info = json.loads((run / "run.json").read_text())
         assert ("ImageNet" in info["pretrained"]) == (pretrained == "auto"), info["pretrained"]
+        if pretrained == "auto":  # the zero-initialised head starts at chance, not at ~4.8
+            first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+            assert first["train_loss"] < 0.7, first
         run_cli("evaluate", run, "--data", store, "--split", "test", check=True)
         acc[pretrained] = json.loads((run / "metrics.json").read_text())["accuracy"]
     print(f"GZ1 test accuracy: pretrained {acc['auto']:.3f}, scratch {acc['none']:.3f}")

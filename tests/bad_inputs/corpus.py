@@ -997,8 +997,10 @@ def _strict(case: Case) -> Case:
 
 
 def all_cases() -> list[Case]:
+    from real_files import real_file_cases  # imports this module: import it late
+
     base = image_cases() + frame_cases() + name_cases() + store_cases() + run_cases() \
-        + output_cases()
+        + output_cases() + real_file_cases()
     out = []
     for case in base:
         out.append(case)

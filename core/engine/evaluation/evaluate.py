@@ -38,7 +38,7 @@ def predict_split(run_path: Path, data: Path, split: str = "test"):
     return store.column("label")[rows], probs, info, run, store
 
 
-def split_metrics(run_path: Path, store: CutoutStore, split: str = "test") -> dict:
+def split_metrics(run_path: Path, store: CutoutStore, split: str = "test", tta: int = 1) -> dict:
     """compute_metrics of one run's best model on the labelled objects of a store's split.
 
     Lighter than `evaluate_run` (no calibration, label-free scores or report): studies score
@@ -46,7 +46,7 @@ def split_metrics(run_path: Path, store: CutoutStore, split: str = "test") -> di
     """
     from .metrics import compute_metrics
 
-    model, info, _ = load_run_model(run_path)
+    model, info, _ = load_run_model(run_path, tta=tta)
     rows = store.labelled_indices(split, "the study")
     labels = store.column("label")
     bands = check_compatible(info, store)
