@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/astrotransfer demo --out demo_out
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -1,7 +1,17 @@
 """astrotransfer: classify objects in a new survey with what networks learned elsewhere.
 
-The kernel (this package) owns the plugin system, the cutout store, the training engine
-and the CLI. Surveys, backbones, adapters and trainers are plugins, built-in ones included.
+The public Python API (see docs/python-api.md) is importable from here:
+
+    import astrotransfer as at
+    at.ingest("sim", "sdss.zarr", instrument="sdss", n=500)
+    run = at.train(source="sdss.zarr", target="des.zarr", out="runs/dann", adapt="dann")
+    run.evaluate("des.zarr")
+    probs = run.predict_array(images)
+
+Those names are resolved lazily (module `__getattr__`, PEP 562): importing the package
+loads neither torch nor the engine, so `astrotransfer --help` stays fast. The kernel owns
+the plugin system, the cutout store, the engine and the CLI; surveys, backbones, adapters
+and trainers are plugins, built-in ones included.
 """
 from importlib.metadata import PackageNotFoundError, version as _version
 
@@ -13,4 +23,21 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 from .errors import UserError  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 
-__all__ = ["__version__", "UserError", "hookimpl"]
+_API = ("ingest", "train", "load_run", "open_store", "list_plugins", "aggregate_metrics",
+        "augmentation", "Run", "CutoutStore", "TrainConfig")
+
+__all__ = ["__version__", "UserError", "hookimpl", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from . import api
+
+        value = getattr(api, name)
+        globals()[name] = value  # resolved once
+        return value
+    raise AttributeError(f"module 'astrotransfer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

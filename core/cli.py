@@ -5,8 +5,11 @@ non-zero; any other exception does too, unless `--debug` asks for the traceback.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -43,14 +46,16 @@ def _root(version: Annotated[bool, typer.Option("--version", help="print the ver
 @plugins_app.command("list")
 def plugins_list(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False):
     """Every registered survey, backbone provider, adapter and trainer."""
-    reg = get_registry()
-    entries = reg.all()
+    from .api import list_plugins
+
+    entries = list_plugins()
     if as_json:
-        print(json.dumps([e.as_dict() for e in entries], indent=2))
+        print(json.dumps([{k: e[k] for k in ("name", "kind", "dist", "version")}
+                          for e in entries], indent=2))
         return
     table = Table("kind", "name", "distribution", "version", "description")
     for e in entries:
-        table.add_row(e.kind, e.name, e.dist, e.version, getattr(e.obj, "description", ""))
+        table.add_row(e["kind"], e["name"], e["dist"], e["version"], e["description"])
     console.print(table)
 
 
@@ -114,11 +119,9 @@ def train(
     resume: Annotated[bool, typer.Option(help="continue a killed run (or seed/recursive job) in --out")] = False,
 ):
     """Train (fine-tune or adapt) a classifier from a source store."""
-    from .config import load_config
-    from .engine.train import train as run_train
+    from . import api
 
-    overrides = dict(source=str(source), target=str(target) if target else None, out=str(out),
-                     backbone=backbone, pretrained=pretrained, adapt=adapt,
+    overrides = dict(backbone=backbone, pretrained=pretrained, adapt=adapt,
                      adapt_weight=adapt_weight, fisher=fisher, entropy=entropy,
                      target_labels=target_labels, epochs=epochs, min_steps=min_steps,
                      stages=stages, layer_decay=layer_decay, label_smoothing=label_smoothing,
@@ -132,24 +135,11 @@ def train(
                      clip_grad=clip_grad, warmup_epochs=warmup_epochs, scale_lr=scale_lr,
                      zero_stage=zero_stage, deepspeed_config=deepspeed_config,
                      trainer=trainer, device=device, band_policy=band_policy)
-    if resume and config is None and (out / "config.yaml").exists():
-        config = out / "config.yaml"
-    run = run_train(load_config(config, overrides), resume=resume)
-    from .engine.runs import RunDir
-
-    members = ([out / n for n in json.loads((out / "seeds.json").read_text())["runs"]]
-               if (out / "seeds.json").exists() else sorted(out.glob("round_*")))
-    for path in members or [run.path]:
-        epochs_done = RunDir(path).epochs()
-        best = min(epochs_done, key=lambda r: r["val_loss"]) if epochs_done else {}
-        console.print(f"[green]trained[/] {path}: {len(epochs_done)} epochs, best val acc "
-                      f"{best.get('val_acc', float('nan')):.3f} at epoch {best.get('epoch', '-')}")
-    if (out / "rounds.jsonl").exists():
-        for line in (out / "rounds.jsonl").read_text().splitlines():
-            r = json.loads(line)
-            acc = r["target_test_accuracy"]
-            console.print(f"round {r['round']}: {r['n_pseudo']} pseudo-labels, target test "
-                          f"accuracy {'n/a' if acc is None else f'{acc:.3f}'}")
+    run = api.train(source=source, target=target, out=out, config=config, resume=resume,
+                    **overrides)
+    for line in run.summary().splitlines():
+        console.print(line.replace("trained", "[green]trained[/]", 1)
+                      if line.startswith("trained") else line)
 
 
 TtaOpt = Annotated[int, typer.Option(
@@ -162,10 +152,10 @@ def evaluate(run: RunArg, data: DataOpt,
              split: Annotated[str, typer.Option(help="test | val | train | all")] = "test",
              tta: TtaOpt = 1):
     """Metrics, calibration and label-free scores of a run or seed ensemble, with a report."""
-    from .engine.evaluate import evaluate_run
-    from .engine.evaluation_report import print_evaluation
+    from .api import load_run
+    from .engine.evaluation.report_sections import print_evaluation
 
-    metrics = evaluate_run(run, data, split, tta=tta)
+    metrics = load_run(run).evaluate(data, split, tta=tta)
     print_evaluation(metrics, console)
     console.print(f"metrics and report in {metrics['report_dir']}")
 
@@ -179,12 +169,10 @@ def predict(run: RunArg, data: DataOpt,
             overwrite: Annotated[bool, typer.Option(help="replace an existing catalog")] = False,
             tta: TtaOpt = 1):
     """Write a catalog of class probabilities for every object of a store (resumable)."""
-    from .engine.distributed import ranks
-    from .engine.predict import predict_catalog
+    from .api import load_run
 
-    rank, world, _ = ranks()  # under `astrotransfer launch`, each rank predicts a shard
-    res = predict_catalog(run, data, out, split, batch_size, overwrite, embedding,
-                          rank=rank, world=world, tta=tta)
+    # under `astrotransfer launch`, each rank predicts a shard and rank 0 merges
+    res = load_run(run).predict(data, out, split, batch_size, overwrite, embedding, tta=tta)
     if res["catalog"] is None:  # a non-zero rank: rank 0 merges and reports
         return
     console.print(f"[green]wrote[/] {res['catalog']}: {res['n']} rows"
@@ -199,18 +187,14 @@ def embed(run: RunArg, data: DataOpt,
           clusters: Annotated[Optional[int], typer.Option(help="k-means K; purity vs labels")] = None,
           tta: TtaOpt = 1):
     """Write penultimate-layer features into the store; optionally map (PNG) and cluster them."""
-    from .engine.embedding import check_map
-    from .engine.predict import embed_store
+    from .api import load_run
+    from .engine.analysis.embedding import summary_lines
 
-    check_map(map_, dims)
-    res = embed_store(run, data, split, tta=tta)
+    res = load_run(run).embed(data, split, map_, dims, clusters, tta=tta)
     console.print(f"[green]embedded[/] {res['n']} objects ({res['dim']}-d) into "
                   f"{data}/runs/{res['run_id']}/embeddings")
-    if map_ or clusters:
-        from .engine.embedding import map_embedding, summary_lines
-
-        for line in summary_lines(map_embedding(run, data, split, map_, dims, clusters)):
-            console.print(line)
+    for line in summary_lines(res["map"]) if "map" in res else []:
+        console.print(line)
 
 
 @app.command()
@@ -249,10 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     logging.basicConfig(level=logging.INFO, format="%(message)s",
                         handlers=[logging.StreamHandler(sys.stderr)])
+    rank = int(os.environ.get("RANK", 0)) if int(os.environ.get("WORLD_SIZE", 1)) > 1 else 0
+    if rank:  # a launched rank > 0: rank 0 reports, the others only print errors
+        logging.getLogger("astrotransfer").setLevel(logging.ERROR)
     try:
         _attach_plugins()
         _precheck(argv)
-        app(args=argv, prog_name="astrotransfer", standalone_mode=False)
+        with contextlib.redirect_stdout(io.StringIO()) if rank else contextlib.nullcontext():
+            app(args=argv, prog_name="astrotransfer", standalone_mode=False)
         return 0
     except (typer.Exit, click.exceptions.Exit) as exc:
         return exc.exit_code
@@ -266,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"error: {exc.format_message()}{hint}", highlight=False, soft_wrap=True)
         return 2
     except UserError as exc:
+        if getattr(exc, "silent", False):  # another rank failed and says why
+            return 1
         if debug:
             raise
         err_console.print(f"error: {' '.join(str(exc).split())}", highlight=False,

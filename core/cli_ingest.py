@@ -13,7 +13,6 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from .ingest import parse_split_fractions, run_ingest
 from .survey import Option, Survey
 
 COMMON = [
@@ -45,16 +44,10 @@ def make_ingest_command(survey: Survey, console: Console):
         raise TypeError(f"survey {survey.name} redefines common ingest options {sorted(clash)}")
 
     def command(**kwargs: Any) -> None:
-        common = {o.name: kwargs.pop(o.name) for o in COMMON}
-        if common["dtype"] not in ("float32", "float16"):
-            from .errors import UserError
-            raise UserError(f"--dtype {common['dtype']} is not supported; use float32 or float16")
-        source = survey.open(**kwargs)
-        summary = run_ingest(source, common["out"],
-                             split_fractions=parse_split_fractions(common["split_fractions"]),
-                             split_seed=common["split_seed"], batch_size=common["batch_size"],
-                             strict=common["strict"], overwrite=common["overwrite"],
-                             dtype=common["dtype"])
+        from .api import ingest
+
+        out = kwargs.pop("out")
+        summary = ingest(survey.name, out, **kwargs).summary
         rate = summary.n_ingested / max(summary.seconds, 1e-9)
         console.print(f"[green]ingested[/] {summary.n_ingested} objects into {summary.out} "
                       f"({summary.seconds:.1f} s, {rate:.0f}/s); skipped {summary.n_skipped}"

@@ -60,7 +60,7 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 0
     # progressive unfreezing, [{epochs, train, lr?}, ...]; [] = everything trains throughout
-    # (rules in astrotransfer.engine.stages)
+    # (rules in astrotransfer.engine.training.stages)
     stages: list[dict] = field(default_factory=list)
     optimizer: str = "adamw"
     scheduler: str = "cosine"  # per-step half cosine | plateau (on the val loss) | none
@@ -124,7 +124,7 @@ def normalize(cfg: TrainConfig, epochs_given: bool = True) -> TrainConfig:
     """
     cfg.augment = parse_augment(cfg.augment)
     _split_adapt(cfg)
-    from .engine.stages import parse_stages
+    from .engine.training.stages import parse_stages
 
     cfg.stages = parse_stages(cfg.stages)
     epochs_given = epochs_given and cfg.epochs is not None

@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import TrainConfig
-from .engine.evaluate import evaluate_run
-from .engine.train import train
+from .engine.evaluation.evaluate import evaluate_run
+from .engine.training.dispatch import train
 from .errors import UserError
 from .registry import get_registry
 from .store import CutoutStore
@@ -32,7 +32,7 @@ SPLITS = {"sdss": (0.6, 0.1, 0.3), "des": (0.5, 0.1, 0.4)}  # test splits big en
 
 
 def _ingest_sim(instrument: str, n: int, size: int, out: Path) -> Path:
-    from .ingest import run_ingest
+    from .ingestion import run_ingest
 
     if out.exists():
         CutoutStore.open(out)  # reuse a finished store from an earlier demo run

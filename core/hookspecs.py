@@ -17,7 +17,8 @@ def register_surveys(register):
 
 @hookspec
 def register_backbones(register):
-    """Register backbone providers: `register(provider)` with a `BackboneProvider`.
+    """Register backbone providers: `register(provider)` with an
+    `astrotransfer.backbone.BackboneProvider`.
 
     A provider builds networks by name and may also offer offline pretrained weights.
     """
@@ -25,12 +26,14 @@ def register_backbones(register):
 
 @hookspec
 def register_adapters(register):
-    """Register domain-adaptation methods: `register(adapter)` with an `Adapter` subclass."""
+    """Register domain-adaptation methods: `register(adapter)` with an
+    `astrotransfer.adapter.Adapter` subclass."""
 
 
 @hookspec
 def register_trainers(register):
-    """Register training loops: `register(trainer)` with a `Trainer`."""
+    """Register training loops: `register(trainer)` with an `astrotransfer.trainer.Trainer`
+    (a `name`, a `description` and `fit(ctx: TrainContext)`)."""
 
 
 @hookspec

@@ -33,7 +33,7 @@ def similar(run: RunArg, data: DataOpt,
             out: Annotated[Optional[Path], typer.Option(
                 help="PNG path (default: RUN/similar/...)")] = None):
     """Nearest neighbours of one object in the run's feature space: table and image grid."""
-    from astrotransfer.engine.embedding import similar_objects
+    from astrotransfer.engine.analysis.embedding import similar_objects
 
     res = similar_objects(run, data, object_id, k, metric, out)
     table = Table("#", "object_id", "distance", "label", "predicted", "p_max",
@@ -50,7 +50,7 @@ def study_bands(run: RunArg, data: DataOpt,
                 split: Annotated[str, typer.Option(help="test | val | train | all")] = "test",
                 batch_size: Annotated[int, typer.Option(help="objects per chunk")] = 256):
     """Zero each band in turn at test time and report the accuracy drop per band."""
-    from astrotransfer.engine.studies import band_study
+    from astrotransfer.engine.analysis.studies import band_study
 
     res = band_study(run, data, split, batch_size)
     table = Table("band zeroed", "accuracy", "drop",
@@ -86,7 +86,7 @@ def study_crops(
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
 ):
     """Train and evaluate at several centre-crop sizes of the stored cutouts."""
-    from astrotransfer.engine.studies import crop_study
+    from astrotransfer.engine.analysis.studies import crop_study
 
     opts = {k: v for k, v in dict(backbone=backbone, pretrained=pretrained, adapt=adapt,
                                   epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
@@ -112,7 +112,7 @@ def rank(runs: Annotated[list[Path], typer.Argument(help="run directories to com
          out: Annotated[Optional[Path], typer.Option(help="write the ranking as JSON")] = None,
          as_json: Annotated[bool, typer.Option("--json", help="print JSON, not a table")] = False):
     """Rank runs by a label-free score on a target survey (lower is better)."""
-    from astrotransfer.engine.selection import rank_runs
+    from astrotransfer.engine.evaluation.label_free import rank_runs
 
     res = rank_runs(runs, target, score, source, split, max_objects, out=out)
     if as_json:

@@ -12,8 +12,8 @@ import math
 
 import torch
 
-from astrotransfer.engine.optim import build_optimizer, layerwise_groups
-from astrotransfer.engine.stages import apply_stage, freeze_frozen_batchnorm
+from astrotransfer.engine.training.optim import build_optimizer, layerwise_groups
+from astrotransfer.engine.training.stages import apply_stage, freeze_frozen_batchnorm
 
 log = logging.getLogger("astrotransfer")
 

@@ -1,4 +1,7 @@
-"""The built-in single-process trainer, registered as a default plugin.
+"""The built-in trainers, registered as default plugins: "standard" (one process, here) and
+"deepspeed" (data-parallel, `engine.distributed.rank_training`). Both share the step's
+augmentation, the adapter-pass rule, validation and the epoch record and log line
+(`engine.training.loop`); this module keeps what only the single-process loop has.
 
 Every source of randomness (shuffling or balanced sampling, augmentation, dropout, target
 batches) is reseeded from (seed, epoch) at the start of each epoch, and everything that
@@ -17,35 +20,16 @@ import torch
 import torch.nn.functional as F
 
 from astrotransfer.engine.models import classify, features
-from astrotransfer.engine.runs import atomic_write_text, save_checkpoint
+from astrotransfer.engine.training.loop import (augment_batch, epoch_record, evaluate_tensors,
+                                                log_epoch, rewrite_metrics, save_epoch,
+                                                to_device, uses_adapter)
 from astrotransfer.hookspecs import hookimpl
 from astrotransfer.progress import progress_bar
+from astrotransfer.trainer import Trainer
 
 from .schedule import Schedule
 
 log = logging.getLogger("astrotransfer")
-
-
-def augment_batch(augment, x: torch.Tensor) -> torch.Tensor:
-    """Augment a batch; `augment` draws its own transform per sample (engine.data)."""
-    return x if augment is None else augment(x)
-
-
-def to_device(x: torch.Tensor, device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-@torch.no_grad()
-def evaluate_tensors(model, x, y, device, batch_size=256) -> tuple[float, float]:
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        logits = model(xb)
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += (logits.argmax(1) == yb).sum().item()
-    return loss_sum / max(1, len(x)), correct / max(1, len(x))
 
 
 def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -72,7 +56,7 @@ def epoch_order(y: torch.Tensor, balance: str, gen: torch.Generator) -> torch.Te
     return torch.multinomial(weights, n, replacement=True, generator=gen)
 
 
-class StandardTrainer:
+class StandardTrainer(Trainer):
     name = "standard"
     description = ("single-process Adam/AdamW loop: progressive unfreezing, plateau lr, early "
                    "stopping, class balancing, validation, best/last checkpoints and resume")
@@ -136,26 +120,18 @@ class StandardTrainer:
                     sums["correct"] += (logits.argmax(1) == yb).sum().item()
                     advance(1, info=f"loss {loss.item():.3f}")
             val_loss, val_acc = evaluate_tensors(model, ctx.x_val, ctx.y_val, device)
-            record = {"epoch": epoch + 1, "train_loss": sums["loss"] / n,
-                      "adapt_loss": sums["adapt_loss"] / n, "train_acc": sums["correct"] / n,
-                      "val_loss": val_loss, "val_acc": val_acc, "lr": lr if lr is not None else sched.lr(),
-                      "seconds": round(time.perf_counter() - t0, 2)}
-            if cfg.stages:
-                record.update(stage=stage + 1, train=cfg.stages[stage]["train"])
+            stage_info = (dict(stage=stage + 1, train=cfg.stages[stage]["train"])
+                          if cfg.stages else {})
+            record = epoch_record(epoch, sums["loss"] / n, sums["adapt_loss"] / n,
+                                  sums["correct"] / n, val_loss, val_acc,
+                                  lr if lr is not None else sched.lr(), t0, **stage_info)
             improved = sched.end_epoch(epoch, val_loss)
-            if improved:
-                save_checkpoint(ctx.run.best, {"model": model.state_dict(), "epoch": epoch,
-                                               "val_loss": val_loss, "val_acc": val_acc})
             history.append(record)
-            save_checkpoint(ctx.run.last, {
-                "model": model.state_dict(), "epoch": epoch, "best_val_loss": sched.best_val,
-                "optimizer": sched.opt.state_dict(), "schedule": sched.state_dict(),
-                "history": history,
+            save_epoch(ctx.run, record, improved, model.state_dict(), {
+                "best_val_loss": sched.best_val, "optimizer": sched.opt.state_dict(),
+                "schedule": sched.state_dict(), "history": history,
                 "adapter": ctx.adapter_module.state_dict() if ctx.adapter_module else {}})
-            ctx.run.append_epoch(record)
-            log.info("epoch %d/%d  loss %.4f  train acc %.3f  val loss %.4f  val acc %.3f%s",
-                     epoch + 1, cfg.epochs, record["train_loss"], record["train_acc"],
-                     val_loss, val_acc, "  *best" if improved else "")
+            log_epoch(record, cfg.epochs, improved)
             if sched.done:
                 break
 
@@ -179,15 +155,14 @@ class StandardTrainer:
             sched.best_val = sched.stage_best = float(st["best_val_loss"])
             sched.done = done >= ctx.cfg.epochs
         history = list(st.get("history") or [r for r in ctx.run.epochs() if r["epoch"] <= done])
-        atomic_write_text(ctx.run.metrics_path, "".join(_json_line(r) for r in history))
+        rewrite_metrics(ctx.run, history)
         if not sched.done:
             log.info("resuming %s at epoch %d", ctx.run.path, done + 1)
         return done, history
 
     @staticmethod
     def _adapt_loss(ctx, gen, feats, logits, yb, device, progress):
-        if not ctx.adapter.needs_target and ctx.cfg.adapt == "finetune" and not (
-                ctx.cfg.fisher or ctx.cfg.entropy):
+        if not uses_adapter(ctx.cfg, ctx.adapter):
             return feats.new_zeros(())
         tf = tl = None
         if ctx.x_target is not None and len(ctx.x_target):
@@ -199,11 +174,10 @@ class StandardTrainer:
         return ctx.adapter.loss(feats, logits, tf, tl, progress, ctx.adapter_module, src_labels=yb)
 
 
-def _json_line(record: dict) -> str:
-    import json
-    return json.dumps(record) + "\n"
-
-
 @hookimpl
 def register_trainers(register):
+    """Both built-in loops, the same way a third-party trainer registers."""
+    from astrotransfer.engine.distributed.rank_training import DeepSpeedTrainer
+
     register(StandardTrainer())
+    register(DeepSpeedTrainer())

@@ -34,7 +34,7 @@ def study_few_shot(
     """Target test accuracy against N labelled target objects: table, PNG and JSON."""
     from astrotransfer.cli import console
     from astrotransfer.config import load_config
-    from astrotransfer.engine.studies_fewshot import few_shot_study, few_shot_table, parse_ns
+    from astrotransfer.engine.analysis.few_shot import few_shot_study, few_shot_table, parse_ns
 
     ns = parse_ns(n)
     overrides = dict(source=str(source), target=str(target), out=str(out), epochs=epochs,

@@ -25,7 +25,6 @@ from astropy.visualization import AsinhStretch, PercentileInterval
 from astrotransfer.errors import UserError
 
 METHODS = ("minmax", "khan", "asinh", "none")
-RANGES = {"minmax": (0.0, 1.0), "khan": (-1.0, 1.0), "asinh": (0.0, 1.0)}
 
 # Percentile kept by the asinh interval: clips the few brightest pixels (stars, cosmic rays)
 # that would otherwise compress every other pixel into the bottom of the range.

@@ -45,7 +45,7 @@ def error_lines(stderr: str) -> list[str]:
 
 def make_sim_store(path: Path, instrument: str = "sdss", n: int = 64, size: int = 32,
                    seed: int = 0) -> Path:
-    from astrotransfer.ingest import run_ingest
+    from astrotransfer.ingestion import run_ingest
     from astrotransfer.registry import get_registry
 
     source = get_registry().get("survey", "sim").open(instrument=instrument, n=n, seed=seed,
@@ -58,12 +58,47 @@ def train_tiny(source: Path, out: Path, **overrides) -> Path:
     """A one-epoch run of the tiny test backbone from random init: the run directory that
     evaluate/predict/lock/security tests need, without their training details."""
     from astrotransfer.config import TrainConfig
-    from astrotransfer.engine.train import train
+    from astrotransfer.engine.training.dispatch import train
 
     opts = dict(backbone=TINY_BACKBONE, pretrained="none", epochs=1, batch_size=16, seed=0,
                 device="cpu")
     train(TrainConfig(source=str(source), out=str(out), **{**opts, **overrides}))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run_master(sim_pair, tmp_path_factory) -> Path:
+    """`train_tiny` on the sim SDSS store, trained once per session. Tests never use it
+    directly: `tiny_run_copy` hands each module its own copy to read, damage or lock."""
+    return train_tiny(sim_pair[0], tmp_path_factory.mktemp("tiny_master") / "run")
+
+
+@pytest.fixture(scope="session")
+def transfer_run_master(sim_pair, tmp_path_factory) -> Path:
+    """Two epochs of fine-tuning on sim SDSS with sim DES as target (seed 1), trained once
+    per session for the train/predict and analysis tests; use `tiny_run_copy` on it."""
+    from astrotransfer.config import TrainConfig
+    from astrotransfer.engine.training.dispatch import train
+
+    out = tmp_path_factory.mktemp("transfer_master") / "ft"
+    train(TrainConfig(source=str(sim_pair[0]), target=str(sim_pair[1]), out=str(out),
+                      backbone=TINY_BACKBONE, pretrained="none", epochs=2, batch_size=16,
+                      seed=1))
+    return out
+
+
+def tiny_run_copy(master: Path, dst: Path) -> Path:
+    """A copy of a trained run with a fresh run_id, so embeddings it writes into a shared
+    store never collide with another copy's."""
+    import json
+    import shutil
+    import uuid
+
+    shutil.copytree(master, dst)
+    info = json.loads((dst / "run.json").read_text())
+    info["run_id"] = f"{info['run_id']}-{uuid.uuid4().hex[:6]}"
+    (dst / "run.json").write_text(json.dumps(info, indent=2))
+    return dst
 
 
 @pytest.fixture(scope="session")

@@ -17,10 +17,10 @@ import pytest
 import zarr
 
 from astrotransfer.config import TrainConfig
-from astrotransfer.engine.train import train
+from astrotransfer.engine.training.dispatch import train
 from astrotransfer.errors import UserError
 from astrotransfer.store import CutoutStore
-from conftest import TINY_BACKBONE, make_sim_store, run_cli
+from conftest import TINY_BACKBONE, make_sim_store, run_cli, tiny_run_copy
 
 
 def _train(out: Path, source: Path, target: Path, **kw) -> Path:
@@ -30,11 +30,12 @@ def _train(out: Path, source: Path, target: Path, **kw) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(sim_pair, tmp_path_factory):
-    """Two runs of different settings on the shared sim SDSS → DES pair."""
+def runs(sim_pair, transfer_run_master, tmp_path_factory):
+    """Two runs of different settings on the shared sim SDSS → DES pair (the first is the
+    session's shared transfer run, copied)."""
     src, tgt = sim_pair
     base = tmp_path_factory.mktemp("analysis_runs")
-    a = _train(base / "a", src, tgt)
+    a = tiny_run_copy(transfer_run_master, base / "a")
     b = _train(base / "b", src, tgt, epochs=1, lr=3e-3, seed=2)
     return a, b
 
@@ -50,7 +51,7 @@ def unlabelled_copy(sim_pair, tmp_path):
 
 # --------------------------------------------------------------------------- calibration
 def test_temperature_scaling_repairs_overconfidence():
-    from astrotransfer.engine.calibration import calibration_block
+    from astrotransfer.engine.evaluation.calibration import calibration_block
 
     rng = np.random.default_rng(0)
     z = rng.normal(size=(4000, 3)) * 1.5
@@ -65,7 +66,7 @@ def test_temperature_scaling_repairs_overconfidence():
 
 
 def test_evaluate_has_calibration_and_label_free_blocks(runs, sim_pair):
-    from astrotransfer.engine.evaluate import evaluate_run
+    from astrotransfer.engine.evaluation.evaluate import evaluate_run
 
     m = evaluate_run(runs[0], sim_pair[1], split="val")
     cal = m["calibration"]
@@ -88,7 +89,7 @@ def test_evaluate_has_calibration_and_label_free_blocks(runs, sim_pair):
 
 
 def test_evaluate_unlabelled_store_gives_label_free_scores(runs, unlabelled_copy):
-    from astrotransfer.engine.evaluate import evaluate_run
+    from astrotransfer.engine.evaluation.evaluate import evaluate_run
 
     m = evaluate_run(runs[0], unlabelled_copy, split="all")
     assert m["n_labelled"] == 0 and m["n_objects"] == CutoutStore.open(unlabelled_copy).n
@@ -99,7 +100,7 @@ def test_evaluate_unlabelled_store_gives_label_free_scores(runs, unlabelled_copy
 
 def test_dev_follows_the_target_risk():
     """Loss is high where the target lives: DEV must move from the source loss towards it."""
-    from astrotransfer.engine.selection import dev_risk
+    from astrotransfer.engine.evaluation.label_free import dev_risk
 
     rng = np.random.default_rng(0)
     src_train, val = rng.normal(0, 1, (1500, 4)), rng.normal(0, 1, (1500, 4))
@@ -114,7 +115,7 @@ def test_dev_follows_the_target_risk():
 
 # --------------------------------------------------------------------------- seeds
 def test_seed_directory_is_evaluated_as_an_ensemble(runs, sim_pair, tmp_path):
-    from astrotransfer.engine.evaluate import evaluate_run, predict_split
+    from astrotransfer.engine.evaluation.evaluate import evaluate_run, predict_split
 
     parent = tmp_path / "ens"
     for i, run in enumerate(runs):
@@ -136,7 +137,7 @@ def test_seed_directory_is_evaluated_as_an_ensemble(runs, sim_pair, tmp_path):
 
 # --------------------------------------------------------------------------- embeddings
 def test_cluster_purity_on_known_blobs():
-    from astrotransfer.engine.embedding import cluster_purity
+    from astrotransfer.engine.analysis.embedding import cluster_purity
 
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(0, 0.1, (50, 3)), rng.normal(5, 0.1, (50, 3))])
@@ -162,14 +163,14 @@ def test_umap_missing_is_a_clear_error(runs, sim_pair):
     pytest.importorskip("sklearn")
     if __import__("importlib").util.find_spec("umap") is not None:
         pytest.skip("umap-learn is installed here")
-    from astrotransfer.engine.embedding import map_embedding
+    from astrotransfer.engine.analysis.embedding import map_embedding
 
     with pytest.raises(UserError, match="pip install umap-learn"):
         map_embedding(runs[0], sim_pair[1], method="umap")
 
 
 def test_similar_returns_query_first(runs, sim_pair):
-    from astrotransfer.engine.embedding import similar_objects
+    from astrotransfer.engine.analysis.embedding import similar_objects
 
     ids = CutoutStore.open(sim_pair[1]).column("object_id")
     query = str(ids[7])
@@ -193,8 +194,8 @@ def test_similar_cli(runs, sim_pair):
 
 # --------------------------------------------------------------------------- studies
 def test_band_study_reports_every_band(runs, sim_pair):
-    from astrotransfer.engine.evaluate import predict_split
-    from astrotransfer.engine.studies import band_study
+    from astrotransfer.engine.evaluation.evaluate import predict_split
+    from astrotransfer.engine.analysis.studies import band_study
 
     res = band_study(runs[0], sim_pair[1], "test", batch_size=16)
     assert list(res["drops"]) == ["g", "r", "i"]
@@ -206,7 +207,7 @@ def test_band_study_reports_every_band(runs, sim_pair):
 
 
 def test_crop_study_trains_each_size(sim_pair, tmp_path):
-    from astrotransfer.engine.studies import crop_store, crop_study
+    from astrotransfer.engine.analysis.studies import crop_store, crop_study
 
     src = sim_pair[0]
     res = crop_study(src, tmp_path / "crops", sizes=(8, 16),
@@ -226,7 +227,7 @@ def test_crop_study_trains_each_size(sim_pair, tmp_path):
 
 # --------------------------------------------------------------------------- selection
 def test_rank_orders_runs_and_lists_them(runs, sim_pair, tmp_path):
-    from astrotransfer.engine.selection import rank_runs
+    from astrotransfer.engine.evaluation.label_free import rank_runs
 
     out = tmp_path / "rank.json"
     res = rank_runs(list(runs), sim_pair[1], "im", out=out)

@@ -14,7 +14,7 @@ import pytest
 from conftest import make_sim_store, run_cli, train_tiny, write_image_folder
 
 from astrotransfer.errors import UserError
-from astrotransfer.ingest import run_ingest
+from astrotransfer.ingestion import run_ingest
 from astrotransfer.registry import get_registry
 from astrotransfer.store import CutoutStore
 
@@ -58,10 +58,10 @@ def test_label_remap_by_name(orders):
 
 
 def test_same_accuracy_whatever_the_class_order(orders):
-    from astrotransfer.engine.evaluate import evaluate_run, predict_split
-    from astrotransfer.engine.selection import score_run
-    from astrotransfer.engine.studies import band_study
-    from astrotransfer.engine.studies_fewshot import split_metrics
+    from astrotransfer.engine.evaluation.evaluate import evaluate_run, predict_split
+    from astrotransfer.engine.evaluation.label_free import score_run
+    from astrotransfer.engine.analysis.studies import band_study
+    from astrotransfer.engine.evaluation.evaluate import split_metrics
 
     a, b, _, run = orders
     ma = evaluate_run(run, a, "all", report=False)
@@ -83,9 +83,9 @@ def test_same_accuracy_whatever_the_class_order(orders):
 
 
 def test_predict_embed_and_recursive_accuracy_use_names(orders, tmp_path):
-    from astrotransfer.engine.embedding import embedding_for
-    from astrotransfer.engine.predict import embed_store, predict_catalog
-    from astrotransfer.engine.recursive import _accuracy
+    from astrotransfer.engine.analysis.embedding import embedding_for
+    from astrotransfer.engine.inference.catalog import embed_store, predict_catalog
+    from astrotransfer.engine.training.recursive import _accuracy
 
     a, b, _, run = orders
     res = predict_catalog(run, b, tmp_path / "cat.csv")
@@ -103,7 +103,7 @@ def test_predict_embed_and_recursive_accuracy_use_names(orders, tmp_path):
 
 def test_other_class_set_refused_everywhere_labels_meet(orders, tmp_path):
     from astrotransfer.config import TrainConfig
-    from astrotransfer.engine.train import preflight
+    from astrotransfer.engine.training.single_run import preflight
 
     a, _, c, run = orders
     for cmd in (["evaluate", run, "--data", c], ["rank", run, "--target", c, "--score", "im"]):
@@ -121,7 +121,7 @@ def test_other_class_set_refused_everywhere_labels_meet(orders, tmp_path):
 
 def test_few_shot_labels_are_translated_into_the_run_order(orders, tmp_path):
     from astrotransfer.config import TrainConfig
-    from astrotransfer.engine.train import prepare
+    from astrotransfer.engine.training.single_run import prepare
 
     a, b, _, _ = orders
     ctx = {}
@@ -176,8 +176,8 @@ def test_colour_source_one_band_target_trains_on_the_mean_view(colour_to_grey):
     assert pol["rule"] == "mean" and pol["source_bands"] == ["g", "r", "i"]
     assert np.allclose(pol["weights"], [[1 / 3] * 3]) and pol["target_mapping"] == "mean"
     # the recorded policy serves any store later: the colour source and the grey pool
-    from astrotransfer.engine.evaluate import evaluate_run
-    from astrotransfer.engine.predict import predict_catalog
+    from astrotransfer.engine.evaluation.evaluate import evaluate_run
+    from astrotransfer.engine.inference.catalog import predict_catalog
     assert evaluate_run(out, src, "test", report=False)["n"] > 0
     assert predict_catalog(out, pool, base / "pool.csv")["n"] == 12
 
@@ -192,7 +192,7 @@ def test_band_count_mismatch_without_policy_names_the_fix(colour_to_grey, tmp_pa
     forced = train_tiny(src, tmp_path / "mean", band_policy="mean")
     info = json.loads((forced / "run.json").read_text())
     assert info["in_chans"] == 1 and info["band_policy"]["rule"] == "mean"
-    from astrotransfer.engine.predict import predict_catalog
+    from astrotransfer.engine.inference.catalog import predict_catalog
     assert predict_catalog(forced, pool, tmp_path / "m.csv")["n"] == 12
 
 
@@ -210,7 +210,7 @@ def test_position_only_mapping_is_printed_and_stored(colour_to_grey, tmp_path):
 
 
 def test_recursive_rounds_score_a_reversed_target_by_name(orders, tmp_path):
-    from astrotransfer.engine.studies_fewshot import split_metrics
+    from astrotransfer.engine.evaluation.evaluate import split_metrics
 
     a, b, _, _ = orders
     job = train_tiny(a, tmp_path / "rec", target=str(b), recursive=1, pseudo_top=4)

@@ -26,9 +26,9 @@ import torch
 import yaml
 
 from astrotransfer.config import TrainConfig
-from astrotransfer.engine import distributed as D
-from astrotransfer.engine.loader import ChunkBatches, make_loader
-from astrotransfer.engine.train import train
+from astrotransfer.engine.distributed import ds_config as C
+from astrotransfer.engine.distributed import options as D
+from astrotransfer.engine.training.dispatch import train
 from astrotransfer.errors import UserError
 from astrotransfer.store import CutoutStore
 from conftest import TINY_BACKBONE, error_lines, run_cli
@@ -93,7 +93,7 @@ def test_two_ranks_train_and_only_rank0_writes(two_rank_run):
 @pytest.mark.slow
 def test_two_ranks_match_one_process_with_the_same_global_batch(two_rank_run, sim_pair,
                                                                 tmp_path):
-    from astrotransfer.engine.infer import load_run_model, stream_predictions
+    from astrotransfer.engine.inference.streaming import load_run_model, stream_predictions
 
     out, _ = two_rank_run
     single = tmp_path / "single"
@@ -153,7 +153,7 @@ def test_killed_launch_resumes_on_two_ranks(two_rank_run, sim_pair, recipe, tmp_
 
 @pytest.mark.slow
 def test_sharded_predict_equals_single_process_and_resumes(two_rank_run, sim_pair, tmp_path):
-    from astrotransfer.engine.predict import predict_catalog
+    from astrotransfer.engine.inference.catalog import predict_catalog
 
     run, _ = two_rank_run
     single = tmp_path / "single.parquet"
@@ -209,7 +209,7 @@ def test_launch_refuses_bad_hostfile_and_other_commands(tmp_path):
 
 
 def test_no_ssh_node_mode_plans_one_node(tmp_path):
-    from astrotransfer.plugins.distributed import plan_launch
+    from astrotransfer.engine.distributed.launch import plan_launch
 
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("localhost slots=2\n127.0.0.1 slots=2\n")
@@ -244,38 +244,38 @@ def test_no_ssh_node_mode_runs_through_deepspeeds_runner(two_rank_run, sim_pair,
 def test_micro_batches_cover_the_global_batch_once():
     for m, accum, world in [(16, 1, 2), (9, 1, 2), (24, 3, 2), (7, 2, 3)]:
         seen = np.concatenate([p for r in range(world)
-                               for p in D.micro_positions(m, accum, world, r)])
+                               for p in C.micro_positions(m, accum, world, r)])
         assert np.array_equal(np.sort(seen), np.arange(m))
-        assert all(len(p) for r in range(world) for p in D.micro_positions(m, accum, world, r))
-    assert D.global_steps(54, 16, 1, 2) == (4, False)   # tail of 6: every rank gets 3
-    assert D.global_steps(51, 16, 1, 2) == (3, True)    # tail of 3: a rank would get 1
-    assert D.global_steps(56, 16, 2, 2) == (4, False)   # tail of 8: 2 per rank and micro-step
-    assert D.global_steps(10, 16, 1, 2) == (1, False)   # one short batch is all there is
-    assert D.global_steps(3, 16, 1, 2) == (0, True)     # too few: the trainer refuses
-    rows, weight = D.eval_shard(5, 2, 1)
+        assert all(len(p) for r in range(world) for p in C.micro_positions(m, accum, world, r))
+    assert C.global_steps(54, 16, 1, 2) == (4, False)   # tail of 6: every rank gets 3
+    assert C.global_steps(51, 16, 1, 2) == (3, True)    # tail of 3: a rank would get 1
+    assert C.global_steps(56, 16, 2, 2) == (4, False)   # tail of 8: 2 per rank and micro-step
+    assert C.global_steps(10, 16, 1, 2) == (1, False)   # one short batch is all there is
+    assert C.global_steps(3, 16, 1, 2) == (0, True)     # too few: the trainer refuses
+    rows, weight = C.eval_shard(5, 2, 1)
     assert list(rows) == [3, 4, 0] and list(weight) == [1, 1, 0]
 
 
 def test_lr_scaling_with_warmup():
     opts = D.DistOptions(lr_scaling="linear", warmup_epochs=2)
-    assert D.lr_at(0, 10, 1e-4, opts, world=4, accum=1) == pytest.approx(1e-4)
-    assert D.lr_at(10, 10, 1e-4, opts, world=4, accum=1) == pytest.approx(2.5e-4)
-    assert D.lr_at(20, 10, 1e-4, opts, world=4, accum=1) == pytest.approx(4e-4)
-    assert D.lr_at(0, 10, 1e-4, D.DistOptions(lr_scaling="none"), 4, 1) == 1e-4
+    assert C.lr_at(0, 10, 1e-4, opts, world=4, accum=1) == pytest.approx(1e-4)
+    assert C.lr_at(10, 10, 1e-4, opts, world=4, accum=1) == pytest.approx(2.5e-4)
+    assert C.lr_at(20, 10, 1e-4, opts, world=4, accum=1) == pytest.approx(4e-4)
+    assert C.lr_at(0, 10, 1e-4, D.DistOptions(lr_scaling="none"), 4, 1) == 1e-4
 
 
 def test_deepspeed_config_generation_and_override(tmp_path, monkeypatch):
-    conf = D.build_ds_config(8, 2, D.DistOptions(zero_stage=2, grad_accum=3), bf16=False)
+    conf = C.build_ds_config(8, 2, D.DistOptions(zero_stage=2, grad_accum=3), bf16=False)
     assert conf["train_batch_size"] == 48 and conf["zero_optimization"] == {"stage": 2}
     assert conf["gradient_clipping"] == 0.0  # DeepSpeed would clip at 1.0 by default
     user = tmp_path / "ds.json"
     user.write_text(json.dumps({"train_batch_size": 64, "zero_optimization": {
         "stage": 3, "overlap_comm": True}}))
-    conf = D.build_ds_config(8, 2, D.DistOptions(deepspeed_config=str(user)), bf16=False)
+    conf = C.build_ds_config(8, 2, D.DistOptions(deepspeed_config=str(user)), bf16=False)
     assert conf["train_batch_size"] == 64 and "gradient_accumulation_steps" not in conf
     assert conf["zero_optimization"] == {"stage": 3, "overlap_comm": True}
     with pytest.raises(UserError, match="does not exist"):
-        D.build_ds_config(8, 1, D.DistOptions(deepspeed_config=str(tmp_path / "no.json")), False)
+        C.build_ds_config(8, 1, D.DistOptions(deepspeed_config=str(tmp_path / "no.json")), False)
     # precedence: launch option > TrainConfig field > default
     cfg = type("Cfg", (), {"zero_stage": 1, "clip_grad": 0.5, "device": "auto"})()
     monkeypatch.setenv(D.ENV_OPTIONS, D.encode_options({"zero_stage": 3}))
@@ -283,31 +283,3 @@ def test_deepspeed_config_generation_and_override(tmp_path, monkeypatch):
     assert (opts.zero_stage, opts.clip_grad, opts.device, opts.lr_scaling) == (3, 0.5, None, "linear")
     with pytest.raises(UserError, match="--zero-stage"):
         D.DistOptions(zero_stage=4).validate()
-
-
-def test_loader_shards_are_disjoint_chunk_aligned_and_complete(tmp_path):
-    rng = np.random.default_rng(0)
-    store = CutoutStore.create(tmp_path / "s.zarr", {"survey": "t", "bands": ["a", "b"],
-                               "pixel_scale": 1.0, "class_names": ["x", "y"]}, (2, 8, 8),
-                               chunk_n=10)
-    n = 73
-    store.commit({"object_id": np.array([f"o{i}" for i in range(n)]),
-                  "images": rng.normal(size=(n, 2, 8, 8)).astype(np.float32),
-                  "label": rng.integers(0, 2, n), "split": np.array(["train"] * n),
-                  "ra": np.zeros(n), "dec": np.zeros(n), "flags": np.zeros(n)})
-    rows = np.sort(rng.choice(n, 50, replace=False))
-    for batch_size, world, workers in [(4, 2, 2), (20, 2, 0), (25, 3, 2)]:
-        seen = []
-        for rank in range(world):
-            ds = ChunkBatches(store.path, rows, bands=[1, 0], batch_size=batch_size, rank=rank,
-                              world=world, shuffle=True, seed=3)
-            for b in make_loader(ds, num_workers=workers, prefetch=2, pin_memory=False):
-                r = b["rows"].numpy()
-                window = max(1, batch_size // 10) * 10  # whole chunks per read
-                assert len(set(r // window)) == 1 and len(r) <= batch_size
-                want = store.read_images(r)[:, [1, 0]]
-                assert np.array_equal(b["x"].numpy(), want)
-                assert np.array_equal(b["y"].numpy(), store.column("label")[r])
-                seen.append(r)
-        allrows = np.concatenate(seen)
-        assert len(allrows) == len(rows) and np.array_equal(np.sort(allrows), rows)

@@ -15,7 +15,7 @@ import pytest
 from conftest import error_lines, run_cli, shared_data
 
 from astrotransfer.errors import UserError
-from astrotransfer.ingest import run_ingest
+from astrotransfer.ingestion import run_ingest
 from astrotransfer.registry import get_registry
 from astrotransfer.store import CutoutStore
 

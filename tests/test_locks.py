@@ -23,7 +23,7 @@ import pytest
 
 from astrotransfer.catalog import PartWriter
 from astrotransfer.store import CutoutStore, check_store, locked
-from conftest import TINY_BACKBONE, error_lines, run_cli, train_tiny
+from conftest import TINY_BACKBONE, error_lines, run_cli, tiny_run_copy
 
 
 def assert_refused(proc, *needles):
@@ -41,8 +41,8 @@ def tree(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def run_dir(sim_pair, tmp_path_factory) -> Path:
-    return train_tiny(sim_pair[0], tmp_path_factory.mktemp("lockrun") / "run")
+def run_dir(tiny_run_master, tmp_path_factory) -> Path:
+    return tiny_run_copy(tiny_run_master, tmp_path_factory.mktemp("lockrun") / "run")
 
 
 def test_store_second_ingest_is_refused_while_one_holds_it(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from astrotransfer.plugins import adapters as A
-from astrotransfer.plugins import losses as L
+from astrotransfer import losses as L
 
 
 def _gen(seed: int) -> torch.Generator:

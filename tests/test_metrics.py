@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from astrotransfer.engine import metrics as M
-from astrotransfer.engine import plots as P
-from astrotransfer.engine import report as R
+from astrotransfer.engine.evaluation import metrics as M
+from astrotransfer.engine.evaluation import plots as P
+from astrotransfer.engine.evaluation import report as R
 
 
 def _softmax(z):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, TINY_BACKBONE, error_lines, run_cli, train_tiny
+from conftest import ROOT, TINY_BACKBONE, error_lines, run_cli, tiny_run_copy
 
 CODE = ("core", "plugins", "surveys", "tools")
 
@@ -103,8 +103,8 @@ def test_every_load_site_is_weights_only():
 
 
 @pytest.fixture(scope="module")
-def run_dir(sim_pair, tmp_path_factory) -> Path:
-    return train_tiny(sim_pair[0], tmp_path_factory.mktemp("sec") / "run")
+def run_dir(tiny_run_master, tmp_path_factory) -> Path:
+    return tiny_run_copy(tiny_run_master, tmp_path_factory.mktemp("sec") / "run")
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict"])

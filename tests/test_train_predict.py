@@ -10,19 +10,14 @@ import torch
 from astropy.table import Table
 
 from astrotransfer.config import TrainConfig
-from astrotransfer.engine.evaluate import evaluate_run
-from astrotransfer.engine.train import train
+from astrotransfer.engine.training.dispatch import train
 from astrotransfer.store import CutoutStore
-from conftest import TINY_BACKBONE, run_cli
+from conftest import TINY_BACKBONE, run_cli, tiny_run_copy
 
 
 @pytest.fixture(scope="module")
-def run_dir(sim_pair, tmp_path_factory):
-    src, tgt = sim_pair
-    out = tmp_path_factory.mktemp("runs") / "ft"
-    train(TrainConfig(source=str(src), target=str(tgt), out=str(out), backbone=TINY_BACKBONE,
-                      pretrained="none", epochs=2, batch_size=16, seed=1))
-    return out
+def run_dir(transfer_run_master, tmp_path_factory):
+    return tiny_run_copy(transfer_run_master, tmp_path_factory.mktemp("runs") / "ft")
 
 
 def test_run_directory_contents(run_dir):
@@ -94,7 +89,7 @@ def test_resume_continues_where_it_stopped(sim_pair, tmp_path):
 
 
 def test_tta_averages_the_dihedral_views_and_is_rotation_invariant(run_dir, sim_pair):
-    from astrotransfer.engine.infer import load_run_model
+    from astrotransfer.engine.inference.streaming import load_run_model
     from astrotransfer.engine.models import classify, dihedral_views, features
 
     model, info, _ = load_run_model(run_dir, tta=8)

@@ -17,9 +17,9 @@ import torch
 
 from astrotransfer.config import TrainConfig, load_config
 from astrotransfer.engine.data import build_augment
-from astrotransfer.engine.stages import (apply_stage, freeze_frozen_batchnorm, param_groups,
+from astrotransfer.engine.training.stages import (apply_stage, freeze_frozen_batchnorm, param_groups,
                                          parse_stages, trainable_names)
-from astrotransfer.engine.train import train
+from astrotransfer.engine.training.dispatch import train
 from astrotransfer.errors import UserError
 from astrotransfer.plugins.trainers import class_weights, epoch_order
 from astrotransfer.store import CutoutStore
@@ -226,7 +226,7 @@ def test_plateau_lowers_the_lr_and_warmup_ramps_it(sim_pair, tmp_path, monkeypat
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero_with_layerwise_lrs(sim_pair, tmp_path):
-    from astrotransfer.engine.optim import layerwise_groups
+    from astrotransfer.engine.training.optim import layerwise_groups
 
     src, _ = sim_pair
     train(_tiny(source=str(src), out=str(tmp_path / "c"), epochs=4, batch_size=8,

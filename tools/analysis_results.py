@@ -309,7 +309,7 @@ def write_doc(p: dict, r: dict, out: Path, quick: bool, wall: float) -> None:
     L += ["## 5. Label-free ranking on the sim pair", "",
           f"`tools/label_free_selection.py --n {sel['n']} --size {sel['size']} --subset "
           f"{sel['subset']}`: {len(rows)} runs ({sel['backbone']}, adapter/epochs/lr grid), "
-          f"each scored by `engine.selection.score_run` (= `astrotransfer rank`) without DES "
+          f"each scored by `Run.label_free_scores` (= `astrotransfer rank`) without DES "
           f"labels, compared with the DES-label choice over every {sel['subset']}-run subset.",
           "", "| run | DES accuracy | dev | entropy | im | mmd |", "|---|---:|---:|---:|---:|---:|"]
     L += [f"| {x['name']} | {x['target_accuracy']:.3f} | " + " | ".join(

@@ -44,3 +44,19 @@ def emit(result: dict, json_path: str | None) -> None:
     print(text)
     if json_path:
         Path(json_path).write_text(text + "\n")
+
+
+def sim_store(path, instrument: str = "sdss", n: int = 600, size: int = 64, seed: int = 0):
+    """A simulated survey store (60/20/20 % splits), through the public API."""
+    import astrotransfer as at
+
+    return at.ingest("sim", path, instrument=instrument, n=n, size=size, seed=seed,
+                     split_fractions="0.6,0.2,0.2").path
+
+
+def n_labelled(store_path, split: str = "train") -> int:
+    """Labelled objects of a split (what a trainer trains on)."""
+    import astrotransfer as at
+
+    store = at.open_store(store_path)
+    return int((store.column("label")[store.indices(split)] >= 0).sum())

@@ -4,8 +4,8 @@
 
 The GZ1 images are read in place from ../shared/data/gz1_sdss (a catalog of the first
 --n-gz1 rows is written to a temporary folder; the images are not copied). After the
-ingests, the sim SDSS store is streamed back through the chunk-aligned loader with 0 and 2
-worker processes, interleaved, to show what the read path delivers.
+ingests, the sim SDSS store is read back in shuffled batches with `read_images`, to show
+what the read path delivers.
 """
 from __future__ import annotations
 
@@ -21,47 +21,47 @@ from bench_common import emit, machine, timed  # noqa: E402
 
 
 def ingest_sim(out: Path, instrument: str, n: int, size: int) -> dict:
-    from astrotransfer.ingest import run_ingest
-    from astrotransfer.registry import get_registry
+    import astrotransfer as at
 
     row = {"what": f"sim {instrument}", "n": n, "size": size}
     with timed(row):
-        source = get_registry().get("survey", "sim").open(instrument=instrument, n=n, seed=0,
-                                                          size=size)
-        run_ingest(source, out)
+        at.ingest("sim", out, instrument=instrument, n=n, seed=0, size=size)
     row["objects_per_s"] = round(n / row["seconds"], 1)
     return row
 
 
 def ingest_gz1(out: Path, data: Path, n: int, tmp: Path) -> dict:
-    from astrotransfer.ingest import run_ingest
-    from astrotransfer.registry import get_registry
+    import astrotransfer as at
 
     lines = (data / "labels.csv").read_text().splitlines()
     catalog = tmp / "labels.csv"
     catalog.write_text("\n".join(lines[:n + 1]) + "\n")
     row = {"what": "gz1 sdss jpeg (423 px, crop 212, size 96)", "n": n}
     with timed(row):
-        source = get_registry().get("survey", "images").open(
-            images=data / "images", catalog=catalog, id_column="objid",
+        summary = at.ingest(
+            "images", out, images=data / "images", catalog=catalog, id_column="objid",
             label_column="gz1_class", label_map="0=elliptical,1=spiral,2=spiral,3=spiral",
-            drop_unmapped=True, crop=212, size=96, survey_name="sdss-gz1")
-        summary = run_ingest(source, out)
+            drop_unmapped=True, crop=212, size=96, survey_name="sdss-gz1").summary
     row["stored"], row["skipped"] = summary.n_ingested, summary.n_skipped
     row["objects_per_s"] = round(n / row["seconds"], 1)
     return row
 
 
-def read_back(store: Path, workers: int, passes: int, batch_size: int = 64) -> dict:
-    from astrotransfer.engine.loader import ChunkBatches, make_loader
+def read_back(store: Path, passes: int, batch_size: int = 64) -> dict:
+    """`passes` reads of every object in shuffled batches (each batch sorted, as the
+    engine reads them)."""
+    import numpy as np
 
-    ds = ChunkBatches(store, batch_size=batch_size, shuffle=True)
-    row = {"what": f"loader read of {store.stem}, {workers} workers, {passes} passes", "n": 0}
+    import astrotransfer as at
+
+    opened = at.open_store(store)
+    row = {"what": f"read_images of {store.stem}, shuffled batches of {batch_size}, "
+                   f"{passes} passes", "n": 0}
     with timed(row):
         for epoch in range(passes):
-            ds.set_epoch(epoch)
-            for batch in make_loader(ds, num_workers=workers, prefetch=4, pin_memory=False):
-                row["n"] += len(batch["rows"])
+            order = np.random.default_rng(epoch).permutation(opened.n)
+            for i in range(0, opened.n, batch_size):
+                row["n"] += len(opened.read_images(np.sort(order[i:i + batch_size])))
     row["objects_per_s"] = round(row["n"] / row["seconds"], 1)
     return row
 
@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--sim-size", type=int, default=64)
     ap.add_argument("--n-gz1", type=int, default=600)
     ap.add_argument("--gz1", type=Path, default=ROOT.parent / "shared" / "data" / "gz1_sdss")
-    ap.add_argument("--passes", type=int, default=5, help="loader passes over the sim store")
+    ap.add_argument("--passes", type=int, default=5, help="read passes over the sim store")
     ap.add_argument("--json")
     args = ap.parse_args()
     result = {"benchmark": "ingest", "machine": machine(), "rows": []}
@@ -85,8 +85,7 @@ def main() -> None:
             result["rows"].append(ingest_gz1(tmp / "gz1.zarr", args.gz1, args.n_gz1, tmp))
         else:
             result["note"] = f"{args.gz1} is absent: GZ1 rows skipped"
-        for workers in (0, 2, 0, 2):  # interleaved, so load changes hit both alike
-            result["rows"].append(read_back(tmp / "sdss.zarr", workers, args.passes))
+        result["rows"].append(read_back(tmp / "sdss.zarr", args.passes))
     emit(result, args.json)
 
 

@@ -18,7 +18,6 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -26,35 +25,24 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_run(path: Path, store_path: Path, backbone: str) -> Path:
-    """A run directory with untrained weights, built like `train` builds one."""
-    from astrotransfer.engine.models import build_model
-    from astrotransfer.engine.runs import RunDir, save_checkpoint
-    from astrotransfer.store import CutoutStore
+def make_run(path: Path, work: Path, size: int, backbone: str) -> Path:
+    """A run of `backbone` from random weights, one epoch on a 64-object store of the same
+    cutout size: the weights do not matter for throughput, only the network does."""
+    import astrotransfer as at
 
-    store = CutoutStore.open(store_path)
-    run = RunDir(path)
-    path.mkdir(parents=True, exist_ok=True)
-    model, provenance = build_model(backbone, in_chans=len(store.bands),
-                                    num_classes=len(store.class_names), pretrained="none")
-    run.write_info({"run_id": f"bench-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}",
-                    "backbone": backbone, "in_chans": len(store.bands),
-                    "num_classes": len(store.class_names), "class_names": store.class_names,
-                    "bands": store.bands, "image_size": store.image_shape[-1],
-                    "drop_rate": 0.0, "pretrained": provenance})
-    save_checkpoint(run.best, {"model": model.state_dict(), "epoch": 0})
+    shutil.rmtree(path, ignore_errors=True)
+    small = sim_store(work / f"sim_sdss_64_{size}.zarr", 64, size)
+    at.train(source=small, out=path, backbone=backbone, pretrained="none", epochs=1,
+             batch_size=32, device="cpu")
     return path
 
 
 def sim_store(path: Path, n: int, size: int) -> Path:
     if path.exists():
         return path
-    from astrotransfer.ingest import run_ingest
-    from astrotransfer.registry import get_registry
+    import astrotransfer as at
 
-    src = get_registry().get("survey", "sim").open(instrument="sdss", n=n, seed=0, size=size)
-    run_ingest(src, path)
-    return path
+    return at.ingest("sim", path, instrument="sdss", n=n, seed=0, size=size).path
 
 
 @torch.no_grad()
@@ -83,19 +71,18 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from astrotransfer.engine.infer import load_run_model
-    from astrotransfer.engine.predict import predict_catalog
-    from astrotransfer.store import CutoutStore
+    import astrotransfer as at
 
     args.work.mkdir(parents=True, exist_ok=True)
     store = sim_store(args.work / f"sim_sdss_{args.n}_{args.size}.zarr", args.n, args.size)
     run = args.work / f"run_{args.backbone}"
     if run.exists():
         shutil.rmtree(run)
-    make_run(run, store, args.backbone)
-    model, info, _ = load_run_model(run)
-    shape = CutoutStore.open(store).image_shape
-    n = CutoutStore.open(store).n
+    make_run(run, args.work, args.size, args.backbone)
+    loaded = at.load_run(run)
+    model = loaded.model
+    shape = at.open_store(store).image_shape
+    n = at.open_store(store).n
     bare(model, 2 * args.batch_size, args.batch_size, shape)  # warm-up: allocator, kernels
     t_bare, t_pipe, c_bare, c_pipe = [], [], [], []
     for _ in range(args.repeats):  # interleaved, so load changes hit both sides alike
@@ -104,7 +91,7 @@ def main() -> None:
         c_bare.append(time.process_time() - c0)
         out = args.work / f"bench.{args.format}"
         t0, c0 = time.perf_counter(), time.process_time()
-        predict_catalog(run, store, out, batch_size=args.batch_size, overwrite=True)
+        loaded.predict(store, out=out, batch_size=args.batch_size, overwrite=True)
         t_pipe.append(time.perf_counter() - t0)
         c_pipe.append(time.process_time() - c0)
     b, p = statistics.median(t_bare), statistics.median(t_pipe)

@@ -24,9 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from bench_common import emit, machine  # noqa: E402
+from bench_common import emit, machine, n_labelled, sim_store  # noqa: E402
 
 THREADS = 0  # threads per rank; 0: launch's default, cores / ranks
 
@@ -85,20 +84,15 @@ def main() -> None:
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
-    from conftest import make_sim_store
-
-    from astrotransfer.engine.data import labelled
-    from astrotransfer.engine.predict import predict_catalog
-    from astrotransfer.store import CutoutStore
+    import astrotransfer as at
 
     result = {"benchmark": "ranks", "machine": machine(), "args": vars(args), "rows": []}
     with tempfile.TemporaryDirectory(prefix="bench-ranks-") as tmp:
         tmp = Path(tmp)
-        src = make_sim_store(tmp / "sdss.zarr", "sdss", n=args.n, size=args.size)
-        tgt = make_sim_store(tmp / "des.zarr", "des", n=args.n, size=args.size, seed=1)
-        store = CutoutStore.open(src)
-        args.n_train = len(labelled(store.indices("train"), store.column("label")))
-        n_target = CutoutStore.open(tgt).n
+        src = sim_store(tmp / "sdss.zarr", "sdss", n=args.n, size=args.size)
+        tgt = sim_store(tmp / "des.zarr", "des", n=args.n, size=args.size, seed=1)
+        args.n_train = n_labelled(src)
+        n_target = at.open_store(tgt).n
         for rep in range(args.repeats):
             for r in map(int, args.ranks.split(",")):
                 run = tmp / f"run{r}-{rep}"
@@ -106,7 +100,7 @@ def main() -> None:
                 result["rows"].append(predict_row(r, run, tgt, tmp / f"cat{r}-{rep}.parquet",
                                                   n_target, 64))
             t0 = time.perf_counter()
-            predict_catalog(run, tgt, tmp / f"inproc-{rep}.parquet", batch_size=64)
+            at.load_run(run).predict(tgt, out=tmp / f"inproc-{rep}.parquet", batch_size=64)
             wall = time.perf_counter() - t0
             result["rows"].append({"what": "predict (in process, no launcher)", "ranks": 1,
                                    "n": n_target, "wall_s": round(wall, 1),

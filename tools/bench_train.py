@@ -24,38 +24,28 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from bench_common import emit, machine  # noqa: E402
+from bench_common import emit, machine, n_labelled, sim_store  # noqa: E402
 
 CONFIGS = [("finetune", "standard"), ("finetune", "deepspeed"), ("mmd", "standard"),
            ("coral", "standard"), ("dann", "standard"), ("mmd", "deepspeed")]
 
 
 def run_one(src: Path, tgt: Path, out: Path, adapt: str, trainer: str, args) -> dict:
-    from astrotransfer.config import TrainConfig
-    from astrotransfer.engine.train import train
+    import astrotransfer as at
 
     shutil.rmtree(out, ignore_errors=True)
-    train(TrainConfig(source=str(src), target=str(tgt), out=str(out), adapt=adapt,
-                      trainer=trainer, backbone=args.backbone, pretrained="none",
-                      epochs=args.epochs, batch_size=args.batch_size, seed=0))
+    at.train(source=src, target=tgt, out=out, adapt=adapt, trainer=trainer,
+             backbone=args.backbone, pretrained="none", epochs=args.epochs,
+             batch_size=args.batch_size, seed=0)
     recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x]
     info = json.loads((out / "run.json").read_text())
-    n_train = _n_train(src)
+    n_train = n_labelled(src)
     timed = recs[1:] or recs
     seconds = sum(r["seconds"] for r in timed)
     return {"adapt": adapt, "trainer": trainer, "n_train": n_train, "epochs_timed": len(timed),
             "seconds": round(seconds, 2), "images_per_s": round(n_train * len(timed) / seconds, 1),
             "backbone": info["backbone"], "image_size": info["image_size"]}
-
-
-def _n_train(src: Path) -> int:
-    from astrotransfer.engine.data import labelled
-    from astrotransfer.store import CutoutStore
-
-    source = CutoutStore.open(src)
-    return len(labelled(source.indices("train"), source.column("label")))
 
 
 def main() -> None:
@@ -73,13 +63,12 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     torch.set_num_threads(args.threads)
-    from conftest import make_sim_store
 
     result = {"benchmark": "train", "machine": machine(), "args": vars(args), "rows": []}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         tmp = Path(tmp)
-        src = make_sim_store(tmp / "sdss.zarr", "sdss", n=args.n, size=args.size)
-        tgt = make_sim_store(tmp / "des.zarr", "des", n=args.n, size=args.size, seed=1)
+        src = sim_store(tmp / "sdss.zarr", "sdss", n=args.n, size=args.size)
+        tgt = sim_store(tmp / "des.zarr", "des", n=args.n, size=args.size, seed=1)
         for _ in range(args.repeats):
             for adapt, trainer in CONFIGS:
                 result["rows"].append(run_one(src, tgt, tmp / "run", adapt, trainer, args))

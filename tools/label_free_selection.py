@@ -4,7 +4,7 @@ Usage: python tools/label_free_selection.py [--n 600] [--size 32] [--subset 4]
                                             [--backbone test_efficientnet] [--out DIR]
 
 Trains a handful of small runs on a sim SDSS → sim DES pair (adapter, epochs and learning
-rate varied), scores each with `astrotransfer.engine.selection.score_run` (the same code as
+rate varied), scores each with `Run.label_free_scores` (the same code as
 `astrotransfer rank`), and compares every score's choice with the choice made with the real
 DES labels. With one grid there is one choice per score, so the agreement rate is measured
 over every subset of `--subset` runs (the situation of a user comparing a few candidates):
@@ -34,32 +34,29 @@ SCORES = ("dev", "entropy", "im", "mmd")
 
 
 def stores(out: Path, n: int, size: int, seed: int) -> tuple[Path, Path]:
-    from astrotransfer.ingest import run_ingest
-    from astrotransfer.registry import get_registry
+    import astrotransfer as at
 
-    sim = get_registry().get("survey", "sim")
     paths = []
     for inst in ("sdss", "des"):
         path = out / f"sim_{inst}_{n}_{size}_s{seed}.zarr"
         if not path.exists():
-            run_ingest(sim.open(instrument=inst, n=n, seed=seed, size=size), path)
+            at.ingest("sim", path, instrument=inst, n=n, seed=seed, size=size)
         paths.append(path)
     return paths[0], paths[1]
 
 
 def train_grid(out: Path, source: Path, target: Path, backbone: str, pretrained: str
                ) -> list[Path]:
-    from astrotransfer.config import TrainConfig
-    from astrotransfer.engine.train import train
+    import astrotransfer as at
 
     runs = []
     for adapt, epochs, lr in GRID:
         run = out / f"{adapt}_e{epochs}_lr{lr:g}"
         if not (run / "best.pt").exists():
             print(f"training {run.name}", flush=True)
-            train(TrainConfig(source=str(source), target=str(target), out=str(run),
-                              backbone=backbone, pretrained=pretrained, adapt=adapt,
-                              epochs=epochs, lr=lr, batch_size=32, seed=0))
+            at.train(source=source, target=target, out=run, backbone=backbone,
+                     pretrained=pretrained, adapt=adapt, epochs=epochs, lr=lr, batch_size=32,
+                     seed=0)
         runs.append(run)
     return runs
 
@@ -93,14 +90,14 @@ def main() -> None:
     ap.add_argument("--pretrained", default="none")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "at_label_free")
     args = ap.parse_args()
-    from astrotransfer.engine.selection import score_run
+    import astrotransfer as at
 
     args.out.mkdir(parents=True, exist_ok=True)
     src, tgt = stores(args.out, args.n, args.size, args.seed)
     runs = train_grid(args.out, src, tgt, args.backbone, args.pretrained)
     rows = []
     for run in runs:
-        r = score_run(run, tgt, src, split="all")
+        r = at.load_run(run).label_free_scores(tgt, source=src, split="all")
         r["name"] = run.name
         rows.append(r)
     print(f"\n{'run':<22}{'target acc':>11}" + "".join(f"{s:>10}" for s in SCORES))

@@ -34,17 +34,19 @@ TIME = Path("/usr/bin/time")
 
 def synthetic_store(path: Path, n: int, size: int, seed: int = 0) -> Path:
     """n objects of 3-band sim galaxies, written in batches (never all in memory)."""
-    from astrotransfer.store import CutoutStore
-    from astrotransfer.surveys.sim_galaxies import CLASS_NAMES
-    from astrotransfer.surveys.sim_render import render_stamp
+    import astrotransfer as at
+    from astrotransfer import CutoutStore
 
     if path.exists() and CutoutStore.open(path).attrs.get("complete"):
         return path
     shutil.rmtree(path, ignore_errors=True)
-    bank, labels = zip(*[render_stamp("sdss", seed, i, size)[:2] for i in range(64)])
-    bank, labels = np.stack(bank), np.array(labels, np.int32)
-    attrs = {"survey": "synthetic-memory-test", "bands": ["g", "r", "i"], "pixel_scale": 0.396,
-             "class_names": CLASS_NAMES, "normalization": "asinh (sim bank)",
+    seed_store = path.with_name(f"{path.stem}_bank.zarr")
+    shutil.rmtree(seed_store, ignore_errors=True)
+    sim = at.ingest("sim", seed_store, instrument="sdss", n=64, seed=seed, size=size)
+    bank = sim.read_images(np.arange(sim.n))
+    labels = sim.column("label").astype(np.int32)
+    attrs = {"survey": "synthetic-memory-test", "bands": sim.bands, "pixel_scale": 0.396,
+             "class_names": sim.class_names, "normalization": "asinh (sim bank)",
              "provenance": {"note": "64 sim renders, rotated/flipped/re-noised copies"}}
     store = CutoutStore.create(path, attrs, (3, size, size))
     rng = np.random.default_rng(seed)
@@ -94,7 +96,7 @@ def main() -> None:
           "through CutoutStore.create/commit; pixel content does not affect memory)")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
     base, _ = peak_rss_mb([sys.executable, "-c", "import torch, timm, zarr, pyarrow, astropy.io."
-                           "fits, astrotransfer.cli, astrotransfer.engine.predict"], env)
+                           "fits, astrotransfer.cli, astrotransfer.engine.inference.catalog"], env)
     print(f"  baseline (imports only): peak RSS {base:7.1f} MB")
     results = []
     run = None
@@ -102,7 +104,8 @@ def main() -> None:
         store = synthetic_store(args.work / f"mem_{n}_{args.image_size}.zarr", n,
                                 args.image_size)
         if run is None:
-            run = make_run(args.work / "run_tiny", store, "test_efficientnet")
+            run = make_run(args.work / "run_tiny", args.work, args.image_size,
+                           "test_efficientnet")
         out = args.work / f"cat_{n}.{args.format}"
         out.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "astrotransfer.cli", "predict", str(run), "--data",

@@ -80,13 +80,11 @@ def _quiet() -> None:
 def ingest_job(job: dict) -> dict:
     """One store: a sim survey, or an image folder + catalog (optionally an id subset)."""
     _quiet()
-    from astrotransfer.ingest import run_ingest
-    from astrotransfer.registry import get_registry
+    import astrotransfer as at
 
     out = Path(job["out"])
     if not out.exists():
-        survey = get_registry().get("survey", job["survey"])
-        run_ingest(survey.open(**job["options"]), out, split_fractions=tuple(job["splits"]))
+        at.ingest(job["survey"], out, split_fractions=tuple(job["splits"]), **job["options"])
     return {"key": job["key"]}
 
 
@@ -95,30 +93,25 @@ def train_job(job: dict) -> dict:
     _quiet()
     import shutil
 
-    from astrotransfer.config import TrainConfig
-    from astrotransfer.engine.evaluate import evaluate_run
-    from astrotransfer.engine.runs import RunDir
-    from astrotransfer.engine.studies_fewshot import split_metrics
-    from astrotransfer.engine.train import train
-    from astrotransfer.store import CutoutStore
+    import astrotransfer as at
 
-    cfg = TrainConfig(**job["cfg"])
-    out = Path(cfg.out)
+    cfg = dict(job["cfg"])
+    out = Path(cfg["out"])
     done = out.parent / f".{out.name}.result.json"
     if done.exists():
         return {**json.loads(done.read_text()), "key": job["key"]}
     if out.exists() and not (out / "last.pt").exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
-    train(cfg, resume=out.exists())
-    result = {"seconds": round(time.perf_counter() - t0, 1), "epochs": RunDir(out).epochs(),
+    run = at.train(**cfg, resume=out.exists())
+    result = {"seconds": round(time.perf_counter() - t0, 1), "epochs": run.epochs,
               "scores": {}}
     for name, (store, split, tta) in job["eval"].items():
         t1 = time.perf_counter()
         if job.get("calibrate") and tta == 1:  # evaluate: + temperature scaling, label-free
-            m = evaluate_run(out, Path(store), split, report=False, tta=tta)
+            m = run.evaluate(store, split, report=False, tta=tta)
         else:
-            m = split_metrics(out, CutoutStore.open(store), split, tta=tta)
+            m = run.metrics(store, split, tta=tta)
         result["scores"][name] = {**_slim(m), "eval_seconds": round(time.perf_counter() - t1, 1)}
     done.write_text(json.dumps(result))
     return {**result, "key": job["key"]}
@@ -206,9 +199,9 @@ def write_small_catalog(job: dict) -> None:
     set's runs can be scored on the full store's untouched test split."""
     import csv
 
-    from astrotransfer.store import CutoutStore
+    import astrotransfer as at
 
-    full = CutoutStore.open(job["subset_of"])
+    full = at.open_store(job["subset_of"])
     train = full.indices("train")
     ids = sorted(map(str, full.column("object_id")[train]))[: job["n"]]
     keep = set(ids)
@@ -312,11 +305,11 @@ def speed_ratio(size: int, batch: int, rounds: int = 3) -> dict:
     import timm
     from torchvision.transforms import v2
 
-    from astrotransfer.engine.data import SkyAugment
+    import astrotransfer as at
 
     torch.set_num_threads(1)
     old_aug = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()])
-    new_aug = SkyAugment(["flip", "rotate", "shift", "zoom"])
+    new_aug = at.augmentation(["flip", "rotate", "shift", "zoom"])
     setups = {}
     for name, cl in (("before", False), ("after", True)):
         model = timm.create_model(BACKBONES[0], num_classes=2)

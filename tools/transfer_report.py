@@ -40,7 +40,7 @@ def _fmt(m: float, s: float) -> str:
 
 def summarise(results: dict) -> dict:
     """The numbers of every table, as plain JSON (also the input of a re-render)."""
-    from astrotransfer.engine.metrics import aggregate_metrics
+    from astrotransfer import aggregate_metrics
 
     g = _group(results)
     out: dict = {"sim": {}, "gz1": {}, "hst": {}}

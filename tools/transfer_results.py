@@ -88,44 +88,36 @@ def _quiet_worker() -> None:
 def ingest_job(job: dict) -> dict:
     """A sim store, or the GZ1 image folder as a store (from a subset catalog if asked)."""
     _quiet_worker()
-    from astrotransfer.ingest import run_ingest
-    from astrotransfer.registry import get_registry
+    import astrotransfer as at
 
     t0, out = time.perf_counter(), Path(job["out"])
     if out.exists():
         return {"key": job["key"], "seconds": 0.0}
-    survey = get_registry().get("survey", job["survey"])
-    run_ingest(survey.open(**job["options"]), out, split_fractions=tuple(job["splits"]))
+    at.ingest(job["survey"], out, split_fractions=tuple(job["splits"]), **job["options"])
     return {"key": job["key"], "seconds": time.perf_counter() - t0}
 
 
 def train_job(job: dict) -> dict:
     """Train (resuming a killed attempt) and score on each (name, store) of job['eval']."""
     _quiet_worker()
-    from astrotransfer.config import TrainConfig
-    from astrotransfer.engine.multirun import member_state
-    from astrotransfer.engine.runs import RunDir
-    from astrotransfer.engine.studies_fewshot import split_metrics
-    from astrotransfer.engine.train import train
-    from astrotransfer.store import CutoutStore
+    import astrotransfer as at
 
     t0 = time.perf_counter()
-    cfg = TrainConfig(**job["cfg"])
-    out = Path(cfg.out)
+    cfg = dict(job["cfg"])
+    out = Path(cfg["out"])
     done = out.parent / f".{out.name}.result.json"  # a --keep rerun skips finished jobs
     if done.exists():
         return {**json.loads(done.read_text()), "key": job["key"], "resumed": True}
-    multi = cfg.recursive > 0
-    if out.exists() and not multi and member_state(out) == "broken":
-        shutil.rmtree(out)
-    train(cfg, resume=out.exists())
+    multi = cfg.get("recursive", 0) > 0
+    if out.exists() and not multi and not (out / "last.pt").exists():
+        shutil.rmtree(out)  # killed before its first epoch: nothing to resume
+    job_run = at.train(**cfg, resume=out.exists())
     result = {"key": job["key"], "seconds": time.perf_counter() - t0}
-    run = out / f"round_{cfg.recursive}" if multi else out
-    result["epochs"] = RunDir(run).epochs()
-    result["metrics"] = {name: _slim(split_metrics(run, CutoutStore.open(store)))
-                         for name, store in job["eval"].items()}
+    run = job_run.members[-1]  # a recursive job: its last round
+    result["epochs"] = run.epochs
+    result["metrics"] = {name: _slim(run.metrics(store)) for name, store in job["eval"].items()}
     if multi:
-        result["rounds"] = [json.loads(x) for x in (out / "rounds.jsonl").read_text().splitlines()]
+        result["rounds"] = job_run.rounds
     done.write_text(json.dumps({k: v for k, v in result.items() if k != "key"}))
     return result
 

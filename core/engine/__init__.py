@@ -1,1 +1,3 @@
-"""The training engine: datasets from stores, models, training, evaluation, prediction."""
+"""The pipeline, internal (the stable surface is `astrotransfer.api`): one sub-package per
+stage (training, inference, evaluation, analysis, distributed) over the shared `models`,
+`data` and `runs` modules. Nothing here imports the CLI, the plugins or the API."""

@@ -155,3 +155,94 @@ class RunDir:
         """Drop epoch records past the checkpoint, so a resumed run repeats none of them."""
         kept = [r for r in self.epochs() if r["epoch"] <= last_epoch]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+# ---------------------------------------------------------------- job folders
+# The one place that knows how multi-run jobs lay out their member runs:
+#
+#   <out>/seeds.json       {"seeds": [s, s+1, ...], "runs": ["seed_<s>", ...]}   (train --seeds N)
+#   <out>/seed_<s>/        an ordinary run directory trained with seed s
+#   <out>/round_<k>/       an ordinary run directory per pseudo-label round     (--recursive K)
+#   <out>/pseudo_<k>.json  the target rows and labels round k trains on
+#   <out>/rounds.jsonl     one record per finished round
+
+SEEDS_FILE = "seeds.json"
+ROUNDS_FILE = "rounds.jsonl"
+
+
+def seed_dir(out: Path, seed: int) -> Path:
+    return Path(out) / f"seed_{seed}"
+
+
+def round_dir(out: Path, k: int) -> Path:
+    return Path(out) / f"round_{k}"
+
+
+def pseudo_file(out: Path, k: int) -> Path:
+    return Path(out) / f"pseudo_{k}.json"
+
+
+def write_seed_job(out: Path, seeds: list[int]) -> list[Path]:
+    """Record a seed job's members in seeds.json; returns their run directories."""
+    names = [seed_dir(out, s).name for s in seeds]
+    atomic_write_text(Path(out) / SEEDS_FILE, json.dumps({"seeds": seeds, "runs": names},
+                                                         indent=2))
+    return [Path(out) / n for n in names]
+
+
+def seed_runs(path: Path | str) -> list[Path]:
+    """The finished-enough `seed_*/` runs of a seed job (they have run.json), in seed order;
+    [] for anything else."""
+    path = Path(path)
+    if not path.is_dir():
+        return []
+    found = [p for p in path.glob("seed_*") if (p / "run.json").is_file()]
+
+    def key(p: Path):
+        tail = p.name[len("seed_"):]
+        return (0, int(tail), "") if tail.isdigit() else (1, 0, tail)
+    return sorted(found, key=key)
+
+
+def round_runs(path: Path | str) -> list[Path]:
+    """The `round_*/` runs of a recursive job, in round order."""
+    found = [p for p in Path(path).glob("round_*") if p.name[6:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[6:]))
+
+
+def job_kind(path: Path | str) -> str:
+    """"seeds", "recursive" or "run" (a plain run directory, or anything else)."""
+    path = Path(path)
+    if (path / SEEDS_FILE).exists() or (not (path / "run.json").exists() and seed_runs(path)):
+        return "seeds"
+    if (path / ROUNDS_FILE).exists() or (not (path / "run.json").exists() and round_runs(path)):
+        return "recursive"
+    return "run"
+
+
+def member_runs(path: Path | str) -> list[Path]:
+    """The run directories a path stands for: a seed job's members (as seeds.json lists
+    them), a recursive job's rounds, or the path itself."""
+    path = Path(path)
+    kind = job_kind(path)
+    if kind == "seeds":
+        marker = path / SEEDS_FILE
+        if marker.exists():
+            return [path / name for name in json.loads(marker.read_text())["runs"]]
+        return seed_runs(path)
+    if kind == "recursive":
+        return round_runs(path)
+    return [path]
+
+
+def read_rounds(out: Path | str) -> dict[int, dict]:
+    """round -> record of rounds.jsonl ({} when there is none)."""
+    path = Path(out) / ROUNDS_FILE
+    if not path.exists():
+        return {}
+    return {r["round"]: r for r in map(json.loads, path.read_text().splitlines()) if r}
+
+
+def write_rounds(out: Path | str, records: dict[int, dict]) -> None:
+    atomic_write_text(Path(out) / ROUNDS_FILE,
+                      "".join(json.dumps(records[i]) + "\n" for i in sorted(records)))

@@ -91,8 +91,8 @@ PRELOAD = ["torch", "timm", "zarr", "astropy.io.fits", "astropy.table", "astropy
            "astrotransfer.plugins.adapters", "astrotransfer.plugins.trainers",
            "astrotransfer.plugins.crossmatch", "astrotransfer.plugins.distributed",
            "astrotransfer.plugins.transfer_commands", "astrotransfer.plugins.analysis",
-           "astrotransfer.engine.train", "astrotransfer.engine.predict",
-           "astrotransfer.engine.evaluate"]
+           "astrotransfer.engine.training.single_run", "astrotransfer.engine.inference.catalog",
+           "astrotransfer.engine.evaluation.evaluate"]
 
 
 def _forked_main(argv: list[str], out: str, err: str, env: dict[str, str], cwd: str) -> None:
@@ -160,7 +160,7 @@ def make_runner(name: str | None = None):
 
 def sim_store(path: Path, instrument: str = "sdss", n: int = N_SIM, size: int = SIM_SIZE,
               seed: int = 0) -> Path:
-    from astrotransfer.ingest import run_ingest
+    from astrotransfer.ingestion import run_ingest
     from astrotransfer.registry import get_registry
 
     source = get_registry().get("survey", "sim").open(instrument=instrument, n=n, seed=seed,
@@ -189,7 +189,7 @@ class Workspace:
     @cached_property
     def run(self) -> Path:
         from astrotransfer.config import TrainConfig
-        from astrotransfer.engine.train import train
+        from astrotransfer.engine.training.dispatch import train
 
         out = self.base / "run"
         if (out / "best.pt").exists():

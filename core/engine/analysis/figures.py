@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 
-from .plots import COLORS, _figure, _save, _style
+from ..evaluation.plots import COLORS, _figure, _save, _style
 
 
 def _scatter(ax, coords: np.ndarray, colour: np.ndarray, names: list[str], prefix: str) -> None:

@@ -1,59 +1,37 @@
-"""Turn a TrainConfig into a run: open stores, build the model and adapter, call the trainer.
+"""One run: check a TrainConfig, open stores, build the model and adapter, call the trainer.
 
-The loop itself lives in a trainer plugin (`register_trainers`), so a distributed or
-otherwise special loop can replace it without touching data or model set-up. `train` also
-dispatches the jobs made of several ordinary runs: seed ensembles (`multirun`) and recursive
-pseudo-labelling (`recursive`). Whatever the job, every name, band mapping and stage rule is
-checked by `preflight` before the first epoch of the first run, so a typo never costs a
-finished seed or round.
+The loop itself lives in a trainer plugin (`register_trainers`, contract in
+`astrotransfer.trainer`), so a distributed or otherwise special loop can replace it without
+touching data or model set-up. The jobs made of several runs (`seeds`, `recursive`) call
+`train_one` per member; every name, band mapping and stage rule is checked by `preflight`
+before the first epoch of the first run, so a typo never costs a finished seed or round.
 """
 from __future__ import annotations
 
 import logging
 import shutil
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__
-from ..config import TrainConfig, normalize, resolve_epochs
-from ..errors import UserError, check_output_folder
-from ..registry import get_registry
-from ..store import CutoutStore, locked
-from .data import build_augment, labelled, load_tensors
-from .matching import bands_for, label_remap, plan_bands, translate
-from .models import build_model
-from .runs import RunDir, load_checkpoint
+from ... import __version__
+from ...adapter import compose
+from ...config import TrainConfig, normalize, resolve_epochs
+from ...errors import UserError, check_output_folder
+from ...registry import get_registry
+from ...store import CutoutStore, locked
+from ...trainer import TrainContext
+from ..data import build_augment, labelled, load_tensors
+from ..matching import bands_for, label_remap, plan_bands, translate
+from ..models import build_model
+from ..runs import RunDir, load_checkpoint
 from .stages import check_stages
 
 log = logging.getLogger("astrotransfer")
-
-
-@dataclass
-class TrainContext:
-    """Everything a trainer needs; built once here so trainers stay small."""
-
-    cfg: TrainConfig
-    run: RunDir
-    model: nn.Module
-    adapter: Any
-    adapter_module: nn.Module | None
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_target: torch.Tensor | None
-    class_names: list[str]
-    augment: Any
-    device: torch.device
-    resume_state: dict | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def pick_device(name: str) -> torch.device:
@@ -74,7 +52,7 @@ def preflight(cfg: TrainConfig) -> dict:
     reg = get_registry()
     reg.get("trainer", cfg.trainer)
     adapter = make_adapter(cfg)
-    from .models import find_provider
+    from ..models import find_provider
     find_provider(cfg.backbone)
     build_augment(cfg.augment)
     source = CutoutStore.open(cfg.source)
@@ -106,13 +84,10 @@ def make_adapter(cfg: TrainConfig):
     base = reg.get("adapter", cfg.adapt)
     if cfg.adapt_weight != 1.0 and hasattr(base, "weight"):
         base = type(base)(weight=cfg.adapt_weight)
-    if cfg.fisher or cfg.entropy:
-        from astrotransfer.plugins.adapters import compose
-        return compose(base, fisher=cfg.fisher, entropy=cfg.entropy)
-    return base
+    return compose(base, fisher=cfg.fisher, entropy=cfg.entropy)
 
 
-def _target_indices(store: CutoutStore, n_labels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def target_indices(store: CutoutStore, n_labels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Unlabelled-use rows (train split) and, for few-shot, N labelled ones drawn from them."""
     train = store.indices("train")
     if not n_labels:
@@ -166,7 +141,7 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
     x_va, y_va = load_tensors(source, va, smap, image_size)
     x_t = None
     if target is not None:
-        t_unl, t_lab = _target_indices(target, cfg.target_labels, cfg.seed)
+        t_unl, t_lab = target_indices(target, cfg.target_labels, cfg.seed)
         if adapter.needs_target:
             x_t, _ = load_tensors(target, t_unl, tmap, image_size)
         if len(t_lab):
@@ -212,7 +187,7 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
 
 
 def _feature_dim(model: nn.Module) -> int:
-    from .models import feature_dim
+    from ..models import feature_dim
     return feature_dim(model)
 
 
@@ -227,22 +202,6 @@ def _open_run_dir(run: RunDir, cfg: TrainConfig, resume: bool) -> dict | None:
                         f"choose another --out, or pass --resume to continue it")
     run.path.mkdir(parents=True, exist_ok=True)
     return None
-
-
-def train(cfg: TrainConfig, resume: bool = False) -> RunDir:
-    """One run, or a seed ensemble (`seeds` > 1) or recursive job (`recursive` > 0).
-
-    For the multi-run jobs the returned RunDir is the job folder (seeds.json / rounds.jsonl),
-    not a run; each member is an ordinary run directory inside it.
-    """
-    normalize(cfg)
-    if cfg.seeds > 1:
-        from .multirun import train_seeds
-        return train_seeds(cfg, resume)
-    if cfg.recursive:
-        from .recursive import train_recursive
-        return train_recursive(cfg, resume)
-    return train_one(cfg, resume)
 
 
 def train_one(cfg: TrainConfig, resume: bool = False) -> RunDir:

@@ -9,12 +9,12 @@ from typing import Callable, Iterable, Iterator, TypeVar
 import numpy as np
 import torch
 
-from ..errors import UserError
-from ..store import CutoutStore
-from .data import resize
-from .matching import bands_for, label_remap, take_bands
-from .models import build_model, classify, features, set_tta
-from .runs import RunDir, load_checkpoint
+from ...errors import UserError
+from ...store import CutoutStore
+from ..data import resize
+from ..matching import bands_for, label_remap, take_bands
+from ..models import build_model, classify, features, set_tta
+from ..runs import RunDir, load_checkpoint
 
 T = TypeVar("T")
 _DONE = object()
@@ -148,10 +148,39 @@ def stream_chunks(model, store: CutoutStore, indices: np.ndarray, bands: list[in
     device = device or torch.device("cpu")
     chunks = image_chunks(store, indices, bands, image_size, batch_size, extra)
     for rows, x, cols in prefetch(chunks, prefetch_depth):
-        feats = features(model, x.to(device).contiguous(memory_format=torch.channels_last))
-        probs = torch.softmax(classify(model, feats).float(), dim=1)
-        yield (rows, probs.cpu().numpy(),
-               feats.float().cpu().numpy() if with_features else None, cols)
+        probs, feats = forward_batch(model, x, device, with_features)
+        yield rows, probs, feats, cols
+
+
+@torch.no_grad()
+def forward_batch(model, x: torch.Tensor, device: torch.device, with_features: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(probabilities, features or None) of one model-ready batch: the single forward path
+    that stores (`stream_chunks`) and in-memory arrays (`predict_images`) share."""
+    feats = features(model, x.to(device).contiguous(memory_format=torch.channels_last))
+    probs = torch.softmax(classify(model, feats).float(), dim=1)
+    return probs.cpu().numpy(), feats.float().cpu().numpy() if with_features else None
+
+
+@torch.no_grad()
+def predict_images(model, images: np.ndarray, image_size: int, batch_size: int = 256,
+                   with_features: bool = False, device: torch.device | None = None
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(probabilities, features or None) of in-memory (N, C, H, W) cutouts, batch by batch,
+    resized as store cutouts are, so the numbers equal `stream_chunks`' for the same pixels."""
+    device = device or torch.device("cpu")
+    probs, feats = [], []
+    for b in range(0, len(images), batch_size):
+        x = resize(torch.from_numpy(np.ascontiguousarray(images[b:b + batch_size],
+                                                         dtype=np.float32)), image_size)
+        p, f = forward_batch(model, x, device, with_features)
+        probs.append(p)
+        feats.append(f)
+    if not probs:
+        k = model.num_classes if hasattr(model, "num_classes") else 0
+        return np.zeros((0, k), np.float32), (np.zeros((0, 0), np.float32)
+                                              if with_features else None)
+    return np.concatenate(probs), np.concatenate(feats) if with_features else None
 
 
 def entropy(probs: np.ndarray) -> np.ndarray:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..store import CutoutStore
-from .infer import as_text
-from .runs import RunDir, atomic_write_text
+from ...errors import UserError
+from ...store import CutoutStore
+from ..inference.streaming import as_text
+from ..runs import RunDir, atomic_write_text
 
 MAX_MAP_POINTS = 5000  # t-SNE is O(n log n) but slow in practice past a few thousand points
 _MAP_NAMES = {"tsne": "t-SNE", "umap": "UMAP"}
@@ -43,7 +43,7 @@ def load_embedding(store: CutoutStore, run_id: str, class_names: list[str]) -> E
     rows = np.asarray(grp["rows"][:]).astype(np.int64)
     if len(rows) and rows.max() >= store.n:
         return None  # the store was rebuilt since; the rows no longer mean the same objects
-    from .matching import run_labels
+    from ..matching import run_labels
 
     return Embedded(rows, np.asarray(grp["embeddings"][:]), np.asarray(grp["probabilities"][:]),
                     run_labels(class_names, store, rows), as_text(store.column("object_id")[rows]),
@@ -61,8 +61,8 @@ def embedding_for(run_path: Path, data: Path, split: str = "all",
         keep = np.isin(emb.rows, want)
         return Embedded(emb.rows[keep], emb.feats[keep], emb.probs[keep], emb.labels[keep],
                         emb.ids[keep], emb.class_names, emb.run_id)
-    from .infer import load_run_model
-    from .selection import observe
+    from ..inference.streaming import load_run_model
+    from ..inference.observe import observe
 
     model, info, _ = load_run_model(run_path)
     obs = observe(model, info, store, want, batch_size)
@@ -150,7 +150,7 @@ def map_embedding(run_path: Path, data: Path, split: str = "all", method: str | 
                   dims: int = 2, clusters: int | None = None, max_points: int = MAX_MAP_POINTS,
                   seed: int = 0) -> dict:
     """Map and/or cluster a run's features of a store; writes a PNG and embedding.json."""
-    from .analysis_plots import plot_map
+    from .figures import plot_map
 
     emb = embedding_for(run_path, data, split)
     out_dir = out_dir_for(run_path, "embedding", data, split)
@@ -189,7 +189,7 @@ def similar_objects(run_path: Path, data: Path, object_id: str, k: int = 10,
     """
     from sklearn.neighbors import NearestNeighbors
 
-    from .analysis_plots import plot_neighbours
+    from .figures import plot_neighbours
 
     if k < 1:
         raise UserError(f"-k must be at least 1, got {k}")

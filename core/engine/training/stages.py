@@ -31,7 +31,7 @@ import re
 
 from torch import nn
 
-from ..errors import UserError
+from ...errors import UserError
 
 RULE_HELP = "head | top:F | top:N | all_but_stem | all | prefix:A+B"
 _RULE = re.compile(r"^(head|all|all_but_stem|top:(\d+|\d*\.\d+)|prefix:[\w.+]+)$")

@@ -1,5 +1,9 @@
 """The data-parallel training loop (trainer "deepspeed") and the rank-aware `train`.
 
+The step, validation and epoch bookkeeping it shares with the standard trainer are in
+`engine.training.loop`; here is only what data parallelism changes: the global batch dealt
+out to ranks, DeepSpeed's engine and its sharded checkpoints.
+
 Every rank replays the single-process trainer's random stream for the *global* batch (the
 same permutation, the same target draws) and handles its interleaved share of it, and the
 adaptation losses are computed on features gathered from all ranks. With synced BN and no
@@ -27,16 +31,20 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError
-from ..progress import progress_bar
-from ..registry import get_registry
+from ...errors import UserError
+from ...progress import progress_bar
+from ...registry import get_registry
+from ...trainer import Trainer
+from ..models import classify, features
+from ..runs import (RunDir, deepspeed_safe_globals, load_checkpoint,
+                    weights_only_loads)
+from ..training.loop import (augment_batch, epoch_record, evaluate_sums, log_epoch, save_epoch,
+                             uses_adapter)
+from ..training.optim import build_optimizer, layerwise_groups
+from ..training.single_run import pick_device, prepare
 from .collectives import convert_sync_batchnorm, gather_rows, plain_state_dict, row_counts
-from .distributed import (agree, build_ds_config, eval_shard, global_steps, init_distributed,
-                          lr_at, micro_positions, options_dict, ranks, resolve_options, use_bf16)
-from .models import classify, features
-from .optim import build_optimizer, layerwise_groups
-from .runs import (RunDir, deepspeed_safe_globals, load_checkpoint, save_checkpoint,
-                   weights_only_loads)
+from .ds_config import build_ds_config, eval_shard, global_steps, lr_at, micro_positions, use_bf16
+from .options import agree, init_distributed, options_dict, ranks, resolve_options
 
 log = logging.getLogger("astrotransfer")
 DS_DIR = "deepspeed"
@@ -64,12 +72,6 @@ def _agree(ok: bool) -> None:
     failed = [i for i, f in enumerate(flags) if not f]
     raise PeerFailed(f"stopped: rank(s) {', '.join(map(str, failed))} failed during set-up "
                      f"(their error is above)", silent=ranks()[0] != 0 and 0 in failed)
-
-
-def uses_adapter(cfg, adapter) -> bool:
-    """Same rule as the standard trainer: pure fine-tuning needs no adapter pass."""
-    return not (not adapter.needs_target and cfg.adapt == "finetune"
-                and not (cfg.fisher or cfg.entropy))
 
 
 class AdaptNet(nn.Module):
@@ -159,10 +161,11 @@ class _Loop:
                 for pos in micro_positions(m, self.accum, self.world, self.rank):
                     pos = torch.from_numpy(pos)
                     idx = batch[pos]
-                    xb = _augment(ctx.augment, ctx.x_train[idx]).to(device, non_blocking=True)
+                    xb = augment_batch(ctx.augment, ctx.x_train[idx]).to(device,
+                                                                        non_blocking=True)
                     yb = ctx.y_train[idx].to(device)
-                    xt = None if ti is None else _augment(ctx.augment, self.target[ti[pos]]).to(
-                        device, non_blocking=True)
+                    xt = None if ti is None else augment_batch(
+                        ctx.augment, self.target[ti[pos]]).to(device, non_blocking=True)
                     objective, ce, extra, correct = engine(
                         xb, yb, xt, done / (cfg.epochs * self.steps), self.world * self.accum / m)
                     engine.backward(objective)
@@ -175,7 +178,7 @@ class _Loop:
         return sums, lr
 
 
-class DeepSpeedTrainer:
+class DeepSpeedTrainer(Trainer):
     name = "deepspeed"
     description = ("data-parallel DeepSpeed loop: ZeRO 0-3, gloo on CPU / nccl on GPU; "
                    "run it with `astrotransfer launch`")
@@ -228,10 +231,9 @@ class DeepSpeedTrainer:
             sums, lr = loop.epoch(epoch)
             val_loss, val_acc = self._evaluate(engine, ctx.x_val, ctx.y_val, device, world, rank)
             count = max(1.0, float(sums[3]))
-            record = {"epoch": epoch + 1, "train_loss": float(sums[0]) / count,
-                      "adapt_loss": float(sums[1]) / count, "train_acc": float(sums[2]) / count,
-                      "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
-                      "seconds": round(time.perf_counter() - t0, 2), "world_size": world}
+            record = epoch_record(epoch, float(sums[0]) / count, float(sums[1]) / count,
+                                  float(sums[2]) / count, val_loss, val_acc, lr, t0,
+                                  world_size=world)
             improved = val_loss < best_val
             best_val = min(best_val, val_loss)
             self._checkpoint(ctx, engine, net, opts, epoch, record, improved, best_val)
@@ -244,7 +246,11 @@ class DeepSpeedTrainer:
 
         net = AdaptNet(ctx.model, ctx.adapter, ctx.adapter_module,
                        uses_adapter(ctx.cfg, ctx.adapter)).to(device)
-        if device.type == "cuda" or ctx.cfg.channels_last:  # NHWC: faster convolutions
+        # NHWC: faster convolutions, on GPU only. On CPU DeepSpeed views each parameter as
+        # bytes (ZeRO flattening, gloo broadcast), which an NHWC conv weight refuses ("stride(-1)
+        # must be 1 to view Float as Byte"), one rank or many, so `--channels-last` is the
+        # standard trainer's there
+        if device.type == "cuda":
             net.to(memory_format=torch.channels_last)
             net.channels_last = True
         net.label_smoothing = ctx.cfg.label_smoothing
@@ -303,13 +309,7 @@ class DeepSpeedTrainer:
         """Each rank scores an equal-sized (padded) slice; sums are reduced over ranks."""
         rows, weight = eval_shard(len(x), world, rank)
         engine.eval()
-        sums = torch.zeros(2, dtype=torch.float64)
-        for i in range(0, len(rows), 256):
-            r = torch.from_numpy(rows[i:i + 256])
-            w = torch.from_numpy(weight[i:i + 256])
-            logits = engine(x[r].to(device)).float().cpu()
-            loss = F.cross_entropy(logits, y[r], reduction="none").double()
-            sums += torch.stack([(loss * w).sum(), ((logits.argmax(1) == y[r]).double() * w).sum()])
+        sums = evaluate_sums(engine, x, y, device, rows, weight)
         if world > 1:
             dist.all_reduce(sums)
         n = max(1, len(x))
@@ -328,25 +328,14 @@ class DeepSpeedTrainer:
                    else plain_state_dict(net.adapter_module, stage))
         if rank != 0:
             return
-        if improved:
-            save_checkpoint(ctx.run.best, {"model": model, "epoch": epoch,
-                                           "val_loss": record["val_loss"],
-                                           "val_acc": record["val_acc"]})
-        save_checkpoint(ctx.run.last, {
-            "model": model, "adapter": adapter, "epoch": epoch, "best_val_loss": best_val,
-            "trainer": "deepspeed", "ds_tag": tag, "world_size": record["world_size"],
-            "zero_stage": stage, "dist_options": options_dict(opts)})
-        ctx.run.append_epoch(record)
+        save_epoch(ctx.run, record, improved, model, {
+            "adapter": adapter, "best_val_loss": best_val, "trainer": "deepspeed",
+            "ds_tag": tag, "world_size": record["world_size"], "zero_stage": stage,
+            "dist_options": options_dict(opts)})
         for old in ds_dir.glob("epoch*"):
             if old.name != tag and old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
-        log.info("epoch %d/%d  loss %.4f  train acc %.3f  val loss %.4f  val acc %.3f%s",
-                 epoch + 1, ctx.cfg.epochs, record["train_loss"], record["train_acc"],
-                 record["val_loss"], record["val_acc"], "  *best" if improved else "")
-
-
-def _augment(augment, x: torch.Tensor) -> torch.Tensor:
-    return x if augment is None else augment(x)
+        log_epoch(record, ctx.cfg.epochs, improved)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -357,16 +346,13 @@ def _first_line(exc: BaseException) -> str:
 # ---------------------------------------------------------------- rank-aware train
 
 
-def train_distributed(cfg, resume: bool = False, single_process_train=None) -> RunDir:
-    """`train` for one rank of a launched job.
+def train_distributed(cfg, resume: bool, single_process_train) -> RunDir:
+    """`train` for one rank of a launched job (called by `training.dispatch.train`).
 
     Rank 0 runs the normal single-process entry (`single_process_train`: lock, checks,
     run directory, prepare, trainer). Other ranks prepare the same data and model against a
     private scratch directory, so they never touch the run directory, then join the loop.
     """
-    from .train import prepare, train as plain_train
-
-    single_process_train = single_process_train or plain_train
     rank, world, _ = ranks()
     if cfg.trainer == "standard":
         cfg.trainer = "deepspeed"
@@ -380,7 +366,6 @@ def train_distributed(cfg, resume: bool = False, single_process_train=None) -> R
             cfg.device = opts.device
         if rank != 0:
             log.setLevel(logging.ERROR)
-        from .train import pick_device
         init_distributed(pick_device(cfg.device))
         if rank == 0:
             return single_process_train(cfg, resume)

@@ -1,10 +1,8 @@
 """Seed ensembles: `train --seeds N` as N ordinary runs in one job folder.
 
-Layout (read by `evaluate`, which aggregates mean ± std over `seed_*`):
-
-    <out>/config.yaml     the job's config (seeds: N), so `--resume` needs only --out
-    <out>/seeds.json      {"seeds": [s, s+1, ...], "runs": ["seed_<s>", ...]}
-    <out>/seed_<s>/       a normal run directory trained with seed s
+The job folder holds the job's config.yaml (seeds: N, so `--resume` needs only --out),
+seeds.json and one ordinary run directory per seed; `engine.runs` owns that layout, and
+`evaluate` aggregates mean ± std over the members.
 
 A network's accuracy on a shifted target varies far more between seeds than on its own
 survey, so a transfer result without a spread over seeds is not a result (Wei et al. report
@@ -13,15 +11,15 @@ mean ± std over runs); this makes that the cheap default to ask for.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 from pathlib import Path
 
-from ..config import TrainConfig
-from ..errors import UserError
-from ..store import locked
-from .runs import RunDir, atomic_write_text
+from ...config import TrainConfig
+from ...errors import UserError
+from ...store import locked
+from ..runs import SEEDS_FILE, RunDir, write_seed_job
+from .single_run import preflight, train_one
 
 log = logging.getLogger("astrotransfer")
 
@@ -48,8 +46,6 @@ def open_job_dir(out: Path, cfg: TrainConfig, resume: bool, marker: str) -> None
 
 def run_member(cfg: TrainConfig, resume: bool) -> RunDir:
     """Train one member run, resuming it when an earlier attempt finished an epoch."""
-    from .train import train_one
-
     path = Path(cfg.out)
     state = member_state(path)
     if state == "broken" or (state == "partial" and not resume):
@@ -59,18 +55,15 @@ def run_member(cfg: TrainConfig, resume: bool) -> RunDir:
 
 
 def train_seeds(cfg: TrainConfig, resume: bool = False) -> RunDir:
-    from .train import preflight
-
+    """`cfg.seeds` runs with seeds cfg.seed, cfg.seed + 1, ... in one job folder."""
     preflight(cfg)
     out = Path(cfg.out)
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
-    names = [f"seed_{s}" for s in seeds]
-    open_job_dir(out, cfg, resume, "seeds.json")
+    open_job_dir(out, cfg, resume, SEEDS_FILE)
     with locked(out, "run directory"):
-        atomic_write_text(out / "seeds.json", json.dumps({"seeds": seeds, "runs": names},
-                                                         indent=2))
-        for s, name in zip(seeds, names):
-            log.info("seed %d (%d of %d) -> %s", s, seeds.index(s) + 1, len(seeds), out / name)
-            member = dataclasses.replace(cfg, seed=s, seeds=1, out=str(out / name))
+        paths = write_seed_job(out, seeds)
+        for s, path in zip(seeds, paths):
+            log.info("seed %d (%d of %d) -> %s", s, seeds.index(s) + 1, len(seeds), path)
+            member = dataclasses.replace(cfg, seed=s, seeds=1, out=str(path))
             run_member(member, resume)
     return RunDir(out)

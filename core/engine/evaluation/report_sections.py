@@ -160,8 +160,8 @@ def _unlabelled_report(out_dir: Path, metrics: dict, probs: np.ndarray, title: s
 
 def write_seeds_report(out_dir: Path, metrics: dict, ens_target, evals, run_path: Path,
                        data: Path, split: str) -> Path:
-    from ..store import CutoutStore
-    from .runs import RunDir
+    from ...store import CutoutStore
+    from ..runs import RunDir
 
     first = evals[0]
     run = RunDir(evals[0].run_path)

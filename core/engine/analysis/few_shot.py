@@ -18,50 +18,20 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
-from ..config import TrainConfig, normalize
-from ..errors import UserError
-from ..store import CutoutStore
-from .runs import atomic_write_text
+from ...config import TrainConfig, normalize
+from ...errors import UserError
+from ...store import CutoutStore
+from ..evaluation.evaluate import split_metrics
+from ..runs import atomic_write_text, member_runs
 
 log = logging.getLogger("astrotransfer")
-DEFAULT_NS = (0, 50, 100, 300, 500)
-
-
-def run_members(path: Path) -> list[Path]:
-    """The run directories of a single run or of a seed job (seeds.json)."""
-    path = Path(path)
-    marker = path / "seeds.json"
-    if marker.exists():
-        return [path / name for name in json.loads(marker.read_text())["runs"]]
-    return [path]
-
-
-def split_metrics(run_path: Path, store: CutoutStore, split: str = "test", tta: int = 1) -> dict:
-    """compute_metrics of one run's best model on the labelled objects of a store's split.
-
-    Lighter than `evaluate` (no calibration, label-free scores or report): studies score
-    dozens of runs and need only the labelled numbers.
-    """
-    from .infer import check_compatible, load_run_model, stream_predictions
-    from .matching import run_labels
-    from .metrics import compute_metrics
-
-    model, info, _ = load_run_model(run_path, tta=tta)
-    rows = store.labelled_indices(split, "the study")
-    bands = check_compatible(info, store)
-    probs = np.concatenate([p for _, p, _ in stream_predictions(model, store, rows, bands,
-                                                                info["image_size"])])
-    return compute_metrics(run_labels(info["class_names"], store, rows), probs,
-                           list(info["class_names"]))
 
 
 def job_metrics(path: Path, store: CutoutStore, split: str = "test") -> dict:
     """Per-member metrics plus aggregate_metrics mean/std (std 0 for one run)."""
-    from .metrics import aggregate_metrics
+    from ..evaluation.metrics import aggregate_metrics
 
-    per = [split_metrics(p, store, split) for p in run_members(path)]
+    per = [split_metrics(p, store, split) for p in member_runs(path)]
     return {"per_run": per, **aggregate_metrics(per)}
 
 
@@ -76,8 +46,8 @@ def parse_ns(text: str) -> list[int]:
 
 
 def few_shot_study(cfg: TrainConfig, ns: list[int], out: Path) -> dict:
-    from .multirun import member_state, run_member
-    from .train import preflight
+    from ..training.seeds import member_state, run_member
+    from ..training.single_run import preflight
 
     if not cfg.target:
         raise UserError("the few-shot study needs --target, a target store with labels")
@@ -95,7 +65,7 @@ def few_shot_study(cfg: TrainConfig, ns: list[int], out: Path) -> dict:
         member = normalize(dataclasses.replace(cfg, target_labels=n, out=str(out / f"n_{n}")))
         log.info("few-shot N=%d -> %s", n, member.out)
         if member.seeds > 1:
-            from .multirun import train_seeds
+            from ..training.seeds import train_seeds
             train_seeds(member, resume=Path(member.out).exists())
         else:
             run_member(member, resume=member_state(Path(member.out)) == "partial")

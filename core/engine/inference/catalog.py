@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..catalog import PartWriter
-from ..errors import UserError
-from ..progress import progress_bar
-from ..store import CutoutStore, locked
-from .infer import (as_text, check_compatible, entropy, load_run_model, stream_chunks,
+from ...catalog import PartWriter
+from ...errors import UserError
+from ...progress import progress_bar
+from ...store import CutoutStore, locked
+from .streaming import (as_text, check_compatible, entropy, load_run_model, stream_chunks,
                     stream_predictions)
 
 

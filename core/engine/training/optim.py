@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import UserError
+from ...errors import UserError
 from .stages import param_groups
 
 

@@ -16,57 +16,19 @@ epochs or learning rates. Four proxies are computed, all LOWER IS BETTER:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..store import CutoutStore
-from .infer import check_compatible, load_run_model, stream_predictions
-from .matching import run_labels
+from ...errors import UserError
+from ...store import CutoutStore
+from ..inference.observe import Observed, observe, subsample
+from ..inference.streaming import check_compatible, load_run_model
+from ..runs import member_runs
 from .metrics import information_maximization, prediction_entropy
 
 SCORES = ("dev", "entropy", "im", "mmd")
 MAX_OBJECTS = 2000  # per domain: enough for stable scores, bounded cost on big stores
-
-
-@dataclass
-class Observed:
-    """A model's view of some store rows: features, probabilities and labels (-1 unknown)."""
-
-    rows: np.ndarray
-    feats: np.ndarray
-    probs: np.ndarray
-    labels: np.ndarray
-
-    def labelled(self) -> "Observed":
-        keep = self.labels >= 0
-        return Observed(self.rows[keep], self.feats[keep], self.probs[keep], self.labels[keep])
-
-
-def subsample(rows: np.ndarray, max_n: int | None, seed: int = 0) -> np.ndarray:
-    """At most `max_n` rows, drawn reproducibly and kept sorted for slab reads."""
-    if max_n is None or len(rows) <= max_n:
-        return rows
-    return np.sort(np.random.default_rng(seed).choice(rows, max_n, replace=False))
-
-
-def observe(model, info: dict, store: CutoutStore, rows: np.ndarray,
-            batch_size: int = 256, bands: list[int] | None = None) -> Observed:
-    """Pass `bands` when the store was already checked, to log its band mapping once."""
-    bands = check_compatible(info, store) if bands is None else bands
-    feats, probs = [], []
-    for _, p, f in stream_predictions(model, store, rows, bands, info["image_size"],
-                                      batch_size, with_features=True):
-        feats.append(f)
-        probs.append(p)
-    if not feats:
-        k = info["num_classes"]
-        return Observed(rows, np.zeros((0, 1), np.float32), np.zeros((0, k)),
-                        np.zeros(0, np.int64))
-    return Observed(rows, np.concatenate(feats), np.concatenate(probs).astype(np.float64),
-                    run_labels(info["class_names"], store, rows))
 
 
 def per_object_loss(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -77,7 +39,7 @@ def mmd_score(src: np.ndarray, tgt: np.ndarray, max_n: int = 1000, seed: int = 0
     """Feature MMD² with the same multi-kernel estimator the MMD adapter trains with."""
     import torch
 
-    from astrotransfer.plugins.losses import mmd
+    from ...losses import mmd
 
     rng = np.random.default_rng(seed)
     a = src[rng.permutation(len(src))[:max_n]]
@@ -209,13 +171,8 @@ def score_run(run_path: Path, target: Path, source: Path | None = None, split: s
 
 
 def expand_runs(paths: list[Path]) -> list[Path]:
-    """Runs as given; a multi-seed run directory stands for each of its seed runs."""
-    from .evaluate import seed_runs
-
-    out = []
-    for p in map(Path, paths):
-        out.extend(seed_runs(p) or [p])
-    return out
+    """Runs as given; a seed or recursive job stands for each of its member runs."""
+    return [m for p in paths for m in member_runs(p)]
 
 
 def rank_runs(runs: list[Path], target: Path, score: str, source: Path | None = None,

@@ -8,11 +8,9 @@ The target thereby contributes its own, survey-specific examples, at the price o
 model's mistakes: the per-round accuracy of the added labels is recorded whenever the
 target store has labels, so the price can be seen.
 
-Layout:
-    <out>/config.yaml              the job config (recursive: K)
-    <out>/round_<k>/               an ordinary run directory per round
-    <out>/pseudo_<k>.json          rows and labels added up to round k (k >= 1)
-    <out>/rounds.jsonl             one line per finished round (see `_round_record`)
+The job folder holds its config.yaml (recursive: K), one run directory per round, the
+pseudo-labels each round k >= 1 trains on and one record per finished round (see
+`_round_record`); `engine.runs` owns that layout.
 """
 from __future__ import annotations
 
@@ -23,16 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import TrainConfig
-from ..store import CutoutStore, locked
-from .runs import RunDir, atomic_write_text
+from ...config import TrainConfig
+from ...store import CutoutStore, locked
+from ..inference.streaming import check_compatible, load_run_model, stream_predictions
+from ..runs import (ROUNDS_FILE, RunDir, atomic_write_text, pseudo_file, read_rounds, round_dir,
+                   write_rounds)
+from .seeds import open_job_dir, run_member
+from .single_run import preflight, target_indices
 
 log = logging.getLogger("astrotransfer")
 
 
 def _predict(run_path: Path, store: CutoutStore, rows: np.ndarray) -> np.ndarray:
-    from .infer import check_compatible, load_run_model, stream_predictions
-
     model, info, _ = load_run_model(run_path)
     if len(rows) == 0:
         return np.zeros((0, info["num_classes"]), dtype=np.float32)
@@ -56,7 +56,7 @@ def select_confident(probs: np.ndarray, rows: np.ndarray, top: int) -> tuple[np.
 def _accuracy(store: CutoutStore, rows: np.ndarray, pred: np.ndarray,
               classes: list[str]) -> float | None:
     """Share of `pred` (run class indices) equal to the store's labels, matched by name."""
-    from .matching import run_labels
+    from ..matching import run_labels
 
     truth = run_labels(classes, store, rows)
     mask = truth >= 0
@@ -81,33 +81,24 @@ def _round_record(k: int, run: Path, target: CutoutStore, pseudo: dict, added: i
             "target_test_accuracy": acc, "n_target_test": int(len(test))}
 
 
-def _rounds(out: Path) -> dict[int, dict]:
-    path = out / "rounds.jsonl"
-    if not path.exists():
-        return {}
-    return {r["round"]: r for r in map(json.loads, path.read_text().splitlines()) if r}
-
-
 def train_recursive(cfg: TrainConfig, resume: bool = False) -> RunDir:
-    from .multirun import open_job_dir, run_member
-    from .train import _target_indices, preflight
-
+    """Round 0 and `cfg.recursive` pseudo-labelling rounds in one job folder (resumable)."""
     checked = preflight(cfg)
     target: CutoutStore = checked["target"]
     classes = checked["source"].class_names  # every round's run keeps the source's classes
     out = Path(cfg.out)
-    open_job_dir(out, cfg, resume, "rounds.jsonl")
-    pool, _ = _target_indices(target, cfg.target_labels, cfg.seed)
+    open_job_dir(out, cfg, resume, ROUNDS_FILE)
+    pool, _ = target_indices(target, cfg.target_labels, cfg.seed)
     with locked(out, "run directory"):
-        records = {k: r for k, r in _rounds(out).items() if k <= cfg.recursive}
+        records = {k: r for k, r in read_rounds(out).items() if k <= cfg.recursive}
         pseudo: dict[int, int] = {}
         prev: Path | None = None
         for k in range(cfg.recursive + 1):
-            run = out / f"round_{k}"
+            run = round_dir(out, k)
             member = dataclasses.replace(cfg, out=str(run), recursive=0, seeds=1)
             added, added_acc = 0, None
             if k > 0:
-                pfile = out / f"pseudo_{k}.json"
+                pfile = pseudo_file(out, k)
                 if pfile.exists():
                     data = json.loads(pfile.read_text())
                     pseudo = dict(zip(data["rows"], data["labels"]))
@@ -131,8 +122,7 @@ def train_recursive(cfg: TrainConfig, resume: bool = False) -> RunDir:
             run_member(member, resume)
             if k not in records:
                 records[k] = _round_record(k, run, target, pseudo, added, added_acc, classes)
-                atomic_write_text(out / "rounds.jsonl", "".join(
-                    json.dumps(records[i]) + "\n" for i in sorted(records)))
+                write_rounds(out, records)
             rec = records[k]
             log.info("round %d: target test accuracy %s", k,
                      "n/a (no target labels)" if rec["target_test_accuracy"] is None

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
-from ..store import CutoutStore
+from ...errors import UserError
+from ...store import CutoutStore
+from ..inference.observe import Observed, observe, subsample
+from ..inference.streaming import check_compatible, load_run_model, stream_predictions
+from ..runs import atomic_write_text, seed_runs
 from .calibration import calibration_block
-from .infer import check_compatible, load_run_model, stream_predictions
-from .matching import run_labels
-from .runs import atomic_write_text
-from .selection import (MAX_OBJECTS, Observed, label_free_scores, observe, source_observations,
-                        source_store_of, subsample)
+from .label_free import MAX_OBJECTS, label_free_scores, source_observations, source_store_of
+from ..matching import run_labels
 
 
 def predict_split(run_path: Path, data: Path, split: str = "test"):
@@ -39,17 +39,21 @@ def predict_split(run_path: Path, data: Path, split: str = "test"):
     return run_labels(info["class_names"], store, rows), probs, info, run, store
 
 
-def seed_runs(path: Path | str) -> list[Path]:
-    """The `seed_*/` sub-runs of a multi-seed run directory, in seed order ([] if none)."""
-    path = Path(path)
-    if not path.is_dir():
-        return []
-    found = [p for p in path.glob("seed_*") if (p / "run.json").is_file()]
+def split_metrics(run_path: Path, store: CutoutStore, split: str = "test", tta: int = 1) -> dict:
+    """compute_metrics of one run's best model on the labelled objects of a store's split.
 
-    def key(p: Path):
-        tail = p.name[len("seed_"):]
-        return (0, int(tail), "") if tail.isdigit() else (1, 0, tail)
-    return sorted(found, key=key)
+    Lighter than `evaluate_run` (no calibration, label-free scores or report): studies score
+    dozens of runs and need only the labelled numbers.
+    """
+    from .metrics import compute_metrics
+
+    model, info, _ = load_run_model(run_path, tta=tta)
+    rows = store.labelled_indices(split, "the study")
+    bands = check_compatible(info, store)
+    probs = np.concatenate([p for _, p, _ in stream_predictions(model, store, rows, bands,
+                                                                info["image_size"])])
+    return compute_metrics(run_labels(info["class_names"], store, rows), probs,
+                           list(info["class_names"]))
 
 
 @dataclass
@@ -126,7 +130,7 @@ def evaluate_one(run_path: Path, data: Path, split: str = "test", report: bool =
     metrics["tta"] = tta
     _write(run.path, out_dir, metrics)
     if report:
-        from .evaluation_report import write_single_report
+        from .report_sections import write_single_report
 
         write_single_report(out_dir, metrics, target, run, info, store, data, split)
     metrics["report_dir"] = str(out_dir)
@@ -181,7 +185,7 @@ def evaluate_seeds(run_path: Path, seeds: list[Path], data: Path, split: str = "
     out_dir = run / "eval" / _slug(data, split)
     _write(run, out_dir, metrics)
     if report:
-        from .evaluation_report import write_seeds_report
+        from .report_sections import write_seeds_report
 
         write_seeds_report(out_dir, metrics, ens_target, evals, run, data, split)
     metrics["report_dir"] = str(out_dir)
@@ -207,4 +211,4 @@ def evaluate_run(run_path: Path, data: Path, split: str = "test", report: bool =
     return evaluate_one(Path(run_path), data, split, report, tta=tta).metrics
 
 
-__all__ = ["evaluate_run", "evaluate_one", "evaluate_seeds", "predict_split", "seed_runs"]
+__all__ = ["evaluate_run", "evaluate_one", "evaluate_seeds", "predict_split", "split_metrics"]

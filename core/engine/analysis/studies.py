@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UserError
-from ..store import PER_OBJECT, CutoutStore
-from .infer import as_text, check_compatible, image_chunks, load_run_model, prefetch
-from .matching import run_labels
-from .runs import atomic_write_text
+from ...errors import UserError
+from ...store import PER_OBJECT, CutoutStore
+from ..inference.streaming import as_text, check_compatible, image_chunks, load_run_model, prefetch
+from ..matching import run_labels
+from ..runs import atomic_write_text
 
 DEFAULT_CROPS = (25, 50, 100)
 
@@ -32,7 +32,7 @@ def band_study(run_path: Path, data: Path, split: str = "test", batch_size: int 
     looks like a band with no signal, not like a saturated one. Each chunk is read once and
     run through the model once per band, so the study costs C+1 forward passes, no re-reads.
     """
-    from .analysis_plots import plot_band_drops
+    from .figures import plot_band_drops
     from .embedding import out_dir_for
 
     model, info, run = load_run_model(run_path)
@@ -104,8 +104,8 @@ def crop_store(src: Path, dst: Path, size: int) -> Path:
 
 def _scores(run_dir: Path, store: Path) -> dict | None:
     """Accuracy and macro F1 on a store's labelled test split (None without labels)."""
-    from .evaluate import predict_split
-    from .metrics import compute_metrics
+    from ..evaluation.evaluate import predict_split
+    from ..evaluation.metrics import compute_metrics
 
     try:
         y, probs, info, _, _ = predict_split(run_dir, store, "test")
@@ -124,9 +124,9 @@ def crop_study(source: Path, out: Path, target: Path | None = None,
     whose result.json exists with the same training options is reused, so a killed study
     continues where it stopped while a study with new options retrains.
     """
-    from ..config import load_config
-    from .analysis_plots import plot_crop_study
-    from .train import train
+    from ...config import load_config
+    from .figures import plot_crop_study
+    from ..training.dispatch import train
 
     sizes = tuple(sorted(set(int(s) for s in sizes)))
     if not sizes or min(sizes) < 1:

@@ -1,0 +1,3 @@
+"""Evaluation: metrics, temperature calibration, label-free scores (entropy, IM, MMD, DEV),
+the evaluate command's metrics.json, reports and plots.
+"""
