@@ -32,7 +32,7 @@ def _first_loss(r: dict) -> float:
 
 def ablation_table(results, part: str, labels, score: str, tta_score: str | None) -> list[str]:
     lines = [f"| recipe | seeds | {score} accuracy | Δ vs v0.1 | balanced accuracy | most "
-             "confident half | epoch-1 train loss | wall time per run (s) |",
+             "confident half | epoch-1 train loss | train time per run (s) |",
              "|---|---|---|---|---|---|---|---|"]
     base_runs = _group(results, part, next(iter(labels)))
     base = statistics.fmean(r["scores"][score]["accuracy"] for r in base_runs) \
@@ -61,7 +61,7 @@ def ablation_table(results, part: str, labels, score: str, tta_score: str | None
 
 def small_table(results) -> list[str]:
     lines = ["| survey | method | seeds | test accuracy | balanced | max val loss after epoch 1 "
-             "/ ln 2 | ECE before → after T | fitted T | epochs | wall time (s) |",
+             "/ ln 2 | ECE before → after T | fitted T | epochs | train time (s) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name in ("gz1", "ceers"):
         for method in ("fine-tune (defaults)", "linear probe"):
@@ -81,7 +81,7 @@ def small_table(results) -> list[str]:
 
 
 def backbone_table(results, p) -> list[str]:
-    lines = ["| backbone | seeds | GZ1 test accuracy | most confident half | wall time per run (s) |",
+    lines = ["| backbone | seeds | GZ1 test accuracy | most confident half | train time per run (s) |",
              "|---|---|---|---|---|"]
     from recipe_results import BACKBONES, NEW
     for backbone in BACKBONES:
@@ -97,7 +97,7 @@ def backbone_table(results, p) -> list[str]:
 
 def default_table(results, p) -> list[str]:
     lines = ["| stamp size | epochs (chosen by size) | test accuracy | balanced | most confident "
-             "half | with TTA ×8 | confident half, TTA | ECE after T | train wall time (s) |",
+             "half | with TTA ×8 | confident half, TTA | ECE after T | train time (s) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for size in p["default_sizes"]:
         for r in _group(results, "default", size):
@@ -163,8 +163,7 @@ def write_report(results: list[dict], p: dict, speed: dict, args, seconds: float
         "## (a) Ablation on sim SDSS → sim DES (the demo's pair)", "",
         f"{p['sim_n']} GalSim galaxies, SDSS 64 px stamps → DES 32 px stamps, trained on SDSS "
         f"only (fine-tuning), {p['sim_epochs']} epochs at 32 px; DES test split of "
-        f"**{n_test['des']} objects**. Only the ends of the ablation (v0.1, the head fix, all "
-        "changes) fit the 2-core budget here.", "",
+        f"**{n_test['des']} objects**.", "",
         *ablation_table(results, "sim", ABLATION, "target", "target_tta"), "",
         "## (c) Small data: 300 labelled objects", "",
         f"{p['small_n']} objects from the TRAIN split of each full store (80 % train / 20 % val "
