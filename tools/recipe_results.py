@@ -49,6 +49,9 @@ ABLATION = {  # label -> options on top of the new defaults
     "+ zero head, label smoothing 0.1": {**OLD, "head_init": "zero", "label_smoothing": 0.1},
     "+ zero head, any-angle rotation/shift/zoom": {
         **OLD, "head_init": "zero", "augment": ["flip", "rotate", "shift", "zoom"]},
+    "+ zero head, label smoothing, rotation/shift/zoom (no decay, plateau)": {
+        **OLD, "head_init": "zero", "label_smoothing": 0.1,
+        "augment": ["flip", "rotate", "shift", "zoom"]},
     "new defaults (all of the above)": {},
 }
 NEW = "new defaults (all of the above)"
