@@ -19,8 +19,8 @@ What it measures, every run an ordinary run directory under --work:
 
 Runs go to a pool of single-threaded worker processes: on a small shared CPU two
 one-thread trainings finish sooner than one two-thread one (OpenMP threads spin against
-other processes). Hyper-parameters were chosen on validation splits; test splits are only
-scored.
+other processes). No hyper-parameter is tuned here: the defaults were set before the study
+(from the literature), and test splits are only scored.
 """
 from __future__ import annotations
 

@@ -261,7 +261,7 @@ def ingest_images_argv(folder: Path, out: Path, catalog: Path | None = None) -> 
             "--label-column", "klass", "--size", "16", "--out", out]
 
 
-def _write_fits_cube(path: Path, data: np.ndarray | None) -> None:
+def write_fits_cube(path: Path, data: np.ndarray | None) -> None:
     from astropy.io import fits
     fits.HDUList([fits.PrimaryHDU(data)]).writeto(path, overwrite=True)
 
@@ -270,7 +270,7 @@ def _cube(size: int = 24, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((3, size, size)).astype(np.float32)
 
 
-def _image_case(name: str, what: str, damage: Callable[[Path], str], reason: str) -> Case:
+def image_case(name: str, what: str, damage: Callable[[Path], str], reason: str) -> Case:
     """An images-survey input where one object is bad: a skip (and its --strict error)."""
     def build(ws: Workspace, d: Path) -> Prepared:
         folder = image_folder(d)
@@ -280,20 +280,20 @@ def _image_case(name: str, what: str, damage: Callable[[Path], str], reason: str
     return Case(name, "ingest images", what, "skip", build, (reason,))
 
 
-def _swap(folder: Path, oid: str, suffix: str) -> Path:
+def swap(folder: Path, oid: str, suffix: str) -> Path:
     (folder / f"{oid}.png").unlink()
     return folder / f"{oid}{suffix}"
 
 
 def _fits_truncated(folder: Path) -> str:
-    p = _swap(folder, "obj002", ".fits")
-    _write_fits_cube(p, _cube())
+    p = swap(folder, "obj002", ".fits")
+    write_fits_cube(p, _cube())
     p.write_bytes(p.read_bytes()[:4000])  # header and a fraction of the data unit
     return "obj002"
 
 
 def _fits_empty(folder: Path) -> str:
-    _write_fits_cube(_swap(folder, "obj002", ".fits"), None)
+    write_fits_cube(swap(folder, "obj002", ".fits"), None)
     return "obj002"
 
 
@@ -301,14 +301,14 @@ def _fits_with(value: float) -> Callable[[Path], str]:
     def damage(folder: Path) -> str:
         cube = _cube()
         cube[1, 10:14, 10:14] = value
-        _write_fits_cube(_swap(folder, "obj003", ".fits"), cube)
+        write_fits_cube(swap(folder, "obj003", ".fits"), cube)
         return "obj003"
     return damage
 
 
 def _jpeg_truncated(folder: Path) -> str:
     from PIL import Image
-    p = _swap(folder, "obj001", ".jpeg")
+    p = swap(folder, "obj001", ".jpeg")
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(p, quality=95)
     data = p.read_bytes()
@@ -386,19 +386,19 @@ def _absent_ids(folder: Path) -> Path:
 
 def image_cases() -> list[Case]:
     return [
-        _image_case("fits-truncated", "a FITS cutout cut off inside its data unit",
+        image_case("fits-truncated", "a FITS cutout cut off inside its data unit",
                     _fits_truncated, "corrupt image"),
-        _image_case("fits-empty-data", "a FITS cutout whose HDU has no data unit",
+        image_case("fits-empty-data", "a FITS cutout whose HDU has no data unit",
                     _fits_empty, "empty FITS"),
-        _image_case("fits-nan-pixels", "a FITS cutout with NaN pixels", _fits_with(np.nan),
+        image_case("fits-nan-pixels", "a FITS cutout with NaN pixels", _fits_with(np.nan),
                     "non-finite pixels"),
-        _image_case("fits-inf-pixels", "a FITS cutout with +inf pixels", _fits_with(np.inf),
+        image_case("fits-inf-pixels", "a FITS cutout with +inf pixels", _fits_with(np.inf),
                     "non-finite pixels"),
-        _image_case("jpeg-truncated", "a JPEG cut off mid-file", _jpeg_truncated,
+        image_case("jpeg-truncated", "a JPEG cut off mid-file", _jpeg_truncated,
                     "corrupt image"),
-        _image_case("image-zero-bytes", "an image file of zero bytes", _zero_bytes,
+        image_case("image-zero-bytes", "an image file of zero bytes", _zero_bytes,
                     "corrupt image"),
-        _image_case("image-wrong-bands", "a 1-band (greyscale) PNG among RGB ones", _grey,
+        image_case("image-wrong-bands", "a 1-band (greyscale) PNG among RGB ones", _grey,
                     "wrong band count"),
         _catalog_skip_case("catalog-duplicate-ids", "a catalog listing one id twice",
                            lambda r: r + [r[3]], "obj002", "duplicate id in catalog"),
@@ -469,7 +469,7 @@ def sdss_argv(frames: Path, catalog: Path, out: Path) -> list:
             "--out", out]
 
 
-def _frame_damage_case(name: str, what: str, damage: Callable[[Path], None],
+def frame_damage_case(name: str, what: str, damage: Callable[[Path], None],
                        reason: str) -> Case:
     def build(ws: Workspace, d: Path) -> Prepared:
         frames, cat = frame_set(d)
@@ -541,13 +541,13 @@ def _sdss_case(name: str, what: str, expect: str, make: Callable[[Path, Path], P
 
 def frame_cases() -> list[Case]:
     return [
-        _frame_damage_case("frame-truncated", "one field's r frame cut off inside its data",
+        frame_damage_case("frame-truncated", "one field's r frame cut off inside its data",
                            _truncate_frame, "frame frame-r-000756-1-0207.fits unreadable"),
-        _frame_damage_case("frame-no-wcs", "one field's r frame without WCS keywords",
+        frame_damage_case("frame-no-wcs", "one field's r frame without WCS keywords",
                            _strip_wcs, "no coverage"),
-        _frame_damage_case("frame-empty-data", "one field's r frame with no data unit",
+        frame_damage_case("frame-empty-data", "one field's r frame with no data unit",
                            _empty_frame, "no coverage"),
-        _frame_damage_case("frame-nan-pixels", "one field's r frame all NaN", _nan_frame,
+        frame_damage_case("frame-nan-pixels", "one field's r frame all NaN", _nan_frame,
                            "mostly blank"),
         _sdss_case("frames-all-no-wcs", "no frame has a WCS", "error",
                    _all_frames(_strip_wcs), ("frames", "no celestial WCS", "--frames")),

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from corpus import (Case, Prepared, Result, Workspace, _image_case, _swap, _write_fits_cube,
-                    frame_set, image_folder, ingest_images_argv, sdss_argv)
+from corpus import (Case, Prepared, Result, Workspace, frame_damage_case, frame_set,
+                    image_case, image_folder, ingest_images_argv, sdss_argv, swap,
+                    write_fits_cube)
 
 N_IMAGES = 6  # image_folder's default
 
@@ -220,8 +221,8 @@ def _fits_claiming(shape: tuple[int, ...], suffix: str = ".fits"):
     """A FITS cutout holding a 3x24x24 cube whose header claims `shape` (NAXIS3, 2, 1)."""
     def damage(folder: Path) -> str:
         from astropy.io import fits
-        p = _swap(folder, "obj003", ".fits")
-        _write_fits_cube(p, np.random.default_rng(0).random((3, 24, 24)).astype(np.float32))
+        p = swap(folder, "obj003", ".fits")
+        write_fits_cube(p, np.random.default_rng(0).random((3, 24, 24)).astype(np.float32))
         raw = p.read_bytes()
         header = fits.Header.fromstring(raw[:2880])
         for k, n in zip(("NAXIS3", "NAXIS2", "NAXIS1"), shape):
@@ -251,38 +252,29 @@ def _frame_claiming(suffix: str):
     return damage
 
 
-def _frame_case(name: str, what: str, damage, reason: str) -> Case:
-    def build(ws: Workspace, d: Path) -> Prepared:
-        frames, cat = frame_set(d)
-        damage(frames / "frame-r-000756-1-0207.fits")
-        out = d / "out.zarr"
-        return Prepared(sdss_argv(frames, cat, out), store=out, skip_id="f0207-0")
-    return Case(name, "ingest sdss", what, "skip", build, (reason,))
-
-
 def image_cases() -> list[Case]:
     return [
-        _image_case("image-decompression-bomb", f"a PNG of 190 kB declaring {BOMB_SIDE}x"
+        image_case("image-decompression-bomb", f"a PNG of 190 kB declaring {BOMB_SIDE}x"
                     f"{BOMB_SIDE} pixels (192 MB decoded, 1.2 GB peak RSS before the guard)",
                     _bomb, "image too large"),
-        _image_case("image-over-pillow-limit", "a PNG declaring 20000x10000 pixels (over "
+        image_case("image-over-pillow-limit", "a PNG declaring 20000x10000 pixels (over "
                     "Pillow's own bomb limit)", _over_pillow_limit, "image too large"),
-        _image_case("image-pillow-warning-range", "a PNG declaring 10000x10000 pixels, "
+        image_case("image-pillow-warning-range", "a PNG declaring 10000x10000 pixels, "
                     "where Pillow only warns", _in_pillow_warning_range, "image too large"),
-        _image_case("png-truncated", "a PNG cut off mid-file", _png_truncated,
+        image_case("png-truncated", "a PNG cut off mid-file", _png_truncated,
                     "corrupt image"),
-        _image_case("fits-claims-more-data", "a FITS cutout whose header claims 3x2000x2000 "
+        image_case("fits-claims-more-data", "a FITS cutout whose header claims 3x2000x2000 "
                     "pixels, the file holds 3x24x24", _fits_claiming((3, 2000, 2000)),
                     "corrupt image"),
-        _image_case("fits-claims-huge", "a FITS cutout whose header claims 3x60000x60000 "
+        image_case("fits-claims-huge", "a FITS cutout whose header claims 3x60000x60000 "
                     "pixels (43 GB)", _fits_claiming((3, 60000, 60000)), "image too large"),
-        _image_case("fits-gz-claims-huge", "a gzipped FITS cutout whose header claims "
+        image_case("fits-gz-claims-huge", "a gzipped FITS cutout whose header claims "
                     "3x60000x60000 pixels", _fits_claiming((3, 60000, 60000), ".fits.gz"),
                     "image too large"),
-        _frame_case("frame-claims-more-data", "one field's r frame whose header claims "
+        frame_damage_case("frame-claims-more-data", "one field's r frame whose header claims "
                     "100000x100000 pixels", _frame_claiming(""),
                     "frame frame-r-000756-1-0207.fits unreadable"),
-        _frame_case("frame-gz-claims-more-data", "one field's gzipped r frame whose header "
+        frame_damage_case("frame-gz-claims-more-data", "one field's gzipped r frame whose header "
                     "claims 100000x100000 pixels", _frame_claiming(".gz"),
                     "frame frame-r-000756-1-0207.fits.gz unreadable"),
     ]
