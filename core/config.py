@@ -57,6 +57,9 @@ class TrainConfig:
     augment: list[str] = field(default_factory=lambda: list(DEFAULT_AUGMENT))
     channels_last: bool = True  # NHWC convolutions: faster on CPU (oneDNN) and GPU
     target_labels: int = 0  # labelled target objects added to training (few-shot)
+    # train on only N labelled objects of the source's train split, a fifth of them held out
+    # for validation (few-shot on a new survey's own labels); 0 = every labelled object
+    source_labels: int = 0
     device: str = "auto"
     num_workers: int = 0
     # progressive unfreezing, [{epochs, train, lr?}, ...]; [] = everything trains throughout
@@ -224,6 +227,7 @@ def _check_values(cfg: TrainConfig) -> None:
     need(not cfg.recursive or bool(cfg.target),
          "--recursive pseudo-labels the target survey; pass --target")
     need(cfg.target_labels >= 0, f"--target-labels must be >= 0, got {cfg.target_labels}")
+    need(cfg.source_labels >= 0, f"--source-labels must be >= 0, got {cfg.source_labels}")
     need(cfg.grad_accum >= 1, f"--grad-accum must be at least 1, got {cfg.grad_accum}")
     need(cfg.clip_grad >= 0, f"--clip-grad must be >= 0 (0 = off), got {cfg.clip_grad}")
     need(cfg.warmup_epochs is None or cfg.warmup_epochs >= 0,

@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_sim_store, run_cli, train_tiny, write_image_folder
+from conftest import error_lines, make_sim_store, run_cli, train_tiny, write_image_folder
 
 from astrotransfer.errors import UserError
 from astrotransfer.ingestion import run_ingest
@@ -219,3 +219,49 @@ def test_recursive_rounds_score_a_reversed_target_by_name(orders, tmp_path):
     for r in rounds:  # the job scores target b; the same run scored on a must agree
         on_a = split_metrics(job / r["run"], CutoutStore.open(a), "test")
         assert r["target_test_accuracy"] == pytest.approx(on_a["accuracy"])
+
+
+def test_warm_start_from_a_run_matches_the_head_by_class_name(orders, tmp_path):
+    """`--pretrained RUN_DIR` on a store listing the run's classes in the other order keeps
+    the run's head with its rows swapped: before any update the new model predicts exactly
+    what the old one does, class by class; another class set keeps the body only."""
+    import torch
+
+    from astrotransfer.engine.inference.streaming import load_run_model
+    from astrotransfer.engine.training.warm_start import build_from_run
+
+    a, b, c, run = orders
+    info = json.loads((run / "run.json").read_text())
+    old = load_run_model(run)[0]
+    new, note = build_from_run(run, info["backbone"], info["in_chans"], ["flat", "round"])
+    assert "rows reordered by class name (round,flat -> flat,round)" in note
+    x = torch.rand(4, info["in_chans"], 16, 16)
+    old.eval(), new.eval()
+    with torch.no_grad():
+        assert torch.allclose(old(x)[:, [1, 0]], new(x), atol=1e-5)
+    other, note = build_from_run(run, info["backbone"], info["in_chans"], ["round", "disk", "edge"])
+    assert "new head" in note and "round,flat" in note
+    with torch.no_grad():
+        assert torch.count_nonzero(other.get_classifier().weight) == 0
+    with pytest.raises(UserError, match="pass --backbone"):
+        build_from_run(run, "resnet18", 1, ["round", "flat"])
+
+
+def test_source_labels_budget_and_warm_start_train(orders, tmp_path):
+    """`train --source-labels N --pretrained RUN_DIR`: N labels in all (a fifth validate),
+    the provenance names the run, and a budget beyond the split is one line."""
+    a, b, c, run = orders
+    out = train_tiny(b, tmp_path / "ft", source_labels=10, pretrained=str(run), epochs=1)
+    info = json.loads((out / "run.json").read_text())
+    assert info["pretrained"].startswith(f"weights of run {run}")
+    epochs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(epochs) == 1
+    from astrotransfer.engine.training.single_run import labelled_budget
+
+    tr, va = labelled_budget(np.arange(30), 10, seed=3)
+    assert len(tr) == 8 and len(va) == 2 and not set(tr) & set(va)
+    res = run_cli("train", "--source", str(b), "--out", str(tmp_path / "big"),
+                  "--source-labels", "100000", "--backbone", "resnet18", "--pretrained", "none")
+    assert res.returncode != 0
+    lines = error_lines(res.stderr)
+    assert len(lines) == 1 and "--source-labels 100000" in lines[0]

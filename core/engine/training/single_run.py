@@ -28,6 +28,7 @@ from ...trainer import TrainContext
 from ..data import build_augment, labelled, load_tensors
 from ..matching import bands_for, label_remap, plan_bands, translate
 from ..models import build_model
+from .warm_start import build_from_run, is_run_dir
 from ..runs import RunDir, load_checkpoint
 from .stages import check_stages
 
@@ -100,6 +101,39 @@ def target_indices(store: CutoutStore, n_labels: int, seed: int) -> tuple[np.nda
     return np.setdiff1d(train, chosen), chosen
 
 
+def labelled_budget(train: np.ndarray, n: int, seed: int, where: str = "source"
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """N labelled train rows drawn by `seed`, a fifth of them held out for validation.
+
+    Why: a few-shot run that claims N labels must not choose its checkpoint on the store's
+    full validation split, which would be hundreds of labels more; a user with N labels
+    holds some of them out, and so does this.
+
+    Args:
+        train: labelled rows of the store's train split.
+        n: the label budget (>= 2).
+        seed: draw seed (the run's --seed).
+        where: the store, for the error message.
+
+    Returns:
+        ``(train_rows, val_rows)``, sorted, disjoint, together N rows.
+
+    Example:
+        >>> tr, va = labelled_budget(np.arange(100), 25, seed=0)
+        >>> len(tr), len(va)
+        (20, 5)
+    """
+    if n < 2:
+        raise UserError(f"--source-labels {n}: at least 2 objects are needed (one to train, "
+                        f"one to validate)")
+    if n > len(train):
+        raise UserError(f"--source-labels {n} asks for more labelled objects than the train "
+                        f"split of {where} has ({len(train)})")
+    chosen = np.random.default_rng(seed).choice(train, n, replace=False)
+    n_val = max(1, int(round(n * 0.2)))
+    return np.sort(chosen[n_val:]), np.sort(chosen[:n_val])
+
+
 def _pseudo_labelled(path: str, target: CutoutStore) -> tuple[np.ndarray, np.ndarray]:
     """Target rows and the labels a previous round's model gave them (recursive training)."""
     import json
@@ -125,7 +159,9 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
     tr, va = labelled(source.indices("train"), labels), labelled(source.indices("val"), labels)
     if len(tr) == 0:
         raise UserError(f"source store {cfg.source} has no labelled objects in its train split")
-    if len(va) == 0:  # tiny stores: hold out a slice of train rather than fail
+    if cfg.source_labels:
+        tr, va = labelled_budget(tr, cfg.source_labels, cfg.seed, cfg.source)
+    elif len(va) == 0:  # tiny stores: hold out a slice of train rather than fail
         cut = max(1, len(tr) // 10)
         tr, va = tr[cut:], tr[:cut]
     bands = plan["model_bands"]
@@ -133,9 +169,13 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
     cfg.image_size = image_size
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model, provenance = build_model(cfg.backbone, in_chans=len(bands), num_classes=len(class_names),
-                                    pretrained=cfg.pretrained, drop_rate=cfg.drop_rate,
-                                    head_init=cfg.head_init)
+    if is_run_dir(cfg.pretrained):
+        model, provenance = build_from_run(cfg.pretrained, cfg.backbone, len(bands), class_names,
+                                           cfg.drop_rate, cfg.head_init)
+    else:
+        model, provenance = build_model(cfg.backbone, in_chans=len(bands),
+                                        num_classes=len(class_names), pretrained=cfg.pretrained,
+                                        drop_rate=cfg.drop_rate, head_init=cfg.head_init)
     check_stages(model, cfg.stages)
     x_tr, y_tr = load_tensors(source, tr, smap, image_size)
     x_va, y_va = load_tensors(source, va, smap, image_size)
