@@ -51,6 +51,8 @@ def _class(r, store, what, c):
 
 def method_rows(results, adapters) -> list[tuple[str, str]]:
     return [("(a) zero-shot: GZ1 only", "zero-shot"),
+            ("(a') zero-shot, recipe check: no layer decay, plateau schedule",
+             "zero-shot, no layer decay, plateau"),
             *[(f"(b) adapt: {a}", a) for a in adapters],
             ("(d) recursive pseudo-labels (last round)", "recursive")]
 
@@ -293,7 +295,8 @@ def user_commands(p: dict, cmds: dict, data: Path, chosen: str) -> list[str]:
     lines = ["```bash", "# 1. stores (splits fixed by object id; CEERS 60/20/20)"]
     lines += [f"astrotransfer ingest images --out {k}.zarr {cli_flags(rel(o))}"
               for k, o in cmds.items()]
-    src = f"--source gz1.zarr --source-labels {gz1n} --epochs {p['src_epochs']} --seeds {seeds}"
+    src = (f"--source gz1.zarr --source-labels {gz1n} --epochs {p['src_epochs']} --seeds {seeds} "
+           f"--image-size {p['train_size']}")
     lines += ["", "# 2. (a) zero-shot: GZ1 only, trained on the one-band mean view of its colours",
               f"astrotransfer train {src} --band-policy mean --out runs/zero_shot",
               "# (b) label-free adaptation to the unlabelled CEERS pool"]
@@ -309,21 +312,21 @@ def user_commands(p: dict, cmds: dict, data: Path, chosen: str) -> list[str]:
               "", "# 3. (c) few-shot: N CEERS labels, three starts at equal steps "
               "(seed 0 shown; a fifth of N validates)",
               f"for n in {ns}; do",
-              f"  astrotransfer train --source ceers.zarr --source-labels $n --min-steps "
+              f"  astrotransfer train --source ceers.zarr --source-labels $n --image-size {p['train_size']} --min-steps "
               f"{p['fs_steps']} --seed 0 --out runs/fs_imagenet_n$n",
-              f"  astrotransfer train --source ceers.zarr --source-labels $n --min-steps "
+              f"  astrotransfer train --source ceers.zarr --source-labels $n --image-size {p['train_size']} --min-steps "
               f"{p['fs_steps']} --seed 0 --pretrained runs/zero_shot/seed_0 --out runs/fs_gz1_n$n",
-              f"  astrotransfer train --source ceers.zarr --source-labels $n --min-steps "
+              f"  astrotransfer train --source ceers.zarr --source-labels $n --image-size {p['train_size']} --min-steps "
               f"{p['fs_steps']} --seed 0 --pretrained runs/{chosen.replace('+', '_')}/seed_0 --out runs/fs_adapted_n$n",
               "  astrotransfer evaluate runs/fs_gz1_n$n --data ceers.zarr", "done",
               "", "# 4. (d) recursive pseudo-labelling, continuing from the zero-shot run",
               f"astrotransfer train --source gz1.zarr --source-labels {gz1n} --target pool.zarr "
               f"--recursive {p['rounds']} --pseudo-top {p['pseudo_top']} --epochs "
-              f"{p['round_epochs']} --pretrained runs/zero_shot/seed_0 --seed 0 "
+              f"{p['round_epochs']} --image-size {p['train_size']} --pretrained runs/zero_shot/seed_0 --seed 0 "
               f"--out runs/recursive",
               "astrotransfer evaluate runs/recursive --data ceers.zarr", "```",
-              f"(`--image-size` is the stores' {size} px; add `--image-size {size}` if your "
-              f"stores are larger.)"]
+              f"(Stores of {size} px stamps; every run trains and is scored at "
+              f"`--image-size {p['train_size']}`, which `evaluate` takes from the run.)"]
     return lines
 
 
@@ -352,7 +355,7 @@ def write_report(results, maps, choice, p, cmds, args, work: Path, times: dict) 
     seps = [domain_separability(m) for m in maps]
     zs = _vals(results, "zero-shot")
     verdicts = []
-    for a in (*p["adapters"], "recursive"):
+    for a in (*p["adapters"], "recursive"):  # the recipe-check row is not an adapter
         d, se, sig = beyond_two_se(_vals(results, a), zs)
         verdicts.append(f"{a} {d:+.3f} ± {se:.3f}{' (beyond 2 SE)' if sig else ''}")
     winners = [v for v in verdicts if "beyond" in v and "+" in v.split(" ")[1]]
@@ -368,7 +371,8 @@ def write_report(results, maps, choice, p, cmds, args, work: Path, times: dict) 
         "",
         "**Source**: Galaxy Zoo 1 SDSS colour images (`../shared/data/gz1_sdss`), elliptical vs "
         f"spiral, {p['gz1_n']} labelled objects of its train split (a fifth held out to "
-        f"validate; the store holds {sizes['gz1'].n}), {p['size']} px, {p['src_epochs']} epochs. "
+        f"validate; the store holds {sizes['gz1'].n}), stores of {p['size']} px stamps (centre "
+        f"212 px of 424, resized), runs at {p['train_size']} px, {p['src_epochs']} epochs. "
         f"**Target**: JWST CEERS NIRCam F200W greyscale stamps (`../shared/data/jwst_ceers`), "
         f"smooth → elliptical, featured → spiral, `unclear` dropped. **Test split: {len(test)} "
         f"CEERS objects** ({counts[0]} elliptical / {counts[1]} spiral; majority class "

@@ -45,12 +45,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 ADAPTERS = ("mmd", "dann", "coral", "mmd+fisher+entropy")
 SELECT_SCORE = "dev"  # `astrotransfer rank`'s default score
+RECIPE_CHECK = "zero-shot, no layer decay, plateau"
 
-FULL = dict(size=64, gz1_n=2000, src_epochs=3, seeds=3, ns=(25, 50, 100, 200, 400, 800),
-            fs_steps=60, rounds=2, pseudo_top=150, round_epochs=1, adapters=ADAPTERS,
-            tsne_n=600)
-QUICK = dict(size=32, gz1_n=200, src_epochs=1, seeds=2, ns=(25, 50), fs_steps=4, rounds=1,
-             pseudo_top=20, round_epochs=1, adapters=("mmd",), tsne_n=100)
+# Sizes: stores hold 64 px stamps; runs train and score at 48 px (`--image-size 48`) so
+# that 3 seeds of 4 adapters and 54 few-shot runs fit the hour on 2 shared cores.
+FULL = dict(size=64, train_size=48, gz1_n=1500, src_epochs=3, seeds=3,
+            ns=(25, 50, 100, 200, 400, 800), fs_steps=50, rounds=2, pseudo_top=150,
+            round_epochs=1, adapters=ADAPTERS, tsne_n=600)
+QUICK = dict(size=32, train_size=32, gz1_n=200, src_epochs=1, seeds=2, ns=(25, 50),
+             fs_steps=4, rounds=1, pseudo_top=20, round_epochs=1, adapters=("mmd",),
+             tsne_n=100)
 
 
 def commands(p: dict, data: Path, work: Path) -> dict[str, dict]:
@@ -163,7 +167,7 @@ def features_job(job: dict) -> dict:
 
 
 def _base(p: dict, seed: int) -> dict:
-    return dict(image_size=p["size"], seed=seed)
+    return dict(image_size=p["train_size"], seed=seed)
 
 
 def source_jobs(p: dict, s: dict, work: Path) -> list[dict]:
@@ -176,6 +180,11 @@ def source_jobs(p: dict, s: dict, work: Path) -> list[dict]:
         jobs.append(dict(key=("zero-shot", seed), eval=evals, label_free=lf, cfg=dict(
             out=str(work / "zero_shot" / f"seed_{seed}"), band_policy="mean", **src,
             **_base(p, seed))))
+        # the recipe question of docs/results/recipe.md, asked on a real survey pair:
+        # does the default's layer decay + cosine schedule help transfer, or not?
+        jobs.append(dict(key=(RECIPE_CHECK, seed), eval=evals, label_free=lf, cfg=dict(
+            out=str(work / "zero_shot_no_decay_plateau" / f"seed_{seed}"), band_policy="mean",
+            layer_decay=1.0, scheduler="plateau", **src, **_base(p, seed))))
         for adapt in p["adapters"]:
             jobs.append(dict(key=(adapt, seed), eval=evals, label_free=lf, cfg=dict(
                 out=str(work / _slug(adapt) / f"seed_{seed}"), target=s["pool"], adapt=adapt,
