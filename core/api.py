@@ -23,7 +23,7 @@ from .run import Run
 from .store import CutoutStore
 
 __all__ = ["ingest", "train", "load_run", "open_store", "list_plugins", "aggregate_metrics",
-           "augmentation", "Run", "CutoutStore", "TrainConfig"]
+           "augmentation", "rank", "crop_study", "Run", "CutoutStore", "TrainConfig"]
 
 INGEST_DEFAULTS = {"split_fractions": (0.8, 0.1, 0.1), "split_seed": 0, "batch_size": 256,
                    "strict": False, "overwrite": False, "dtype": "float32"}
@@ -204,3 +204,58 @@ def augmentation(names: str | list[str] = "flip,rotate,shift,zoom"):
     from .engine.data import build_augment
 
     return build_augment(parse_augment(names))
+
+
+def rank(runs: list[str | Path], target: str | Path, score: str = "dev",
+         source: str | Path | None = None, split: str = "all", max_objects: int = 2000,
+         out: str | Path | None = None) -> dict:
+    """Rank runs by a label-free score on a target survey, lower is better (model selection
+    without target labels; what `astrotransfer rank` prints).
+
+    Args:
+        runs: run directories; a seed or recursive job stands for each of its members.
+        target: the target store (its labels, if any, are never used for the ranking).
+        score: ``"dev"``, ``"entropy"``, ``"im"`` or ``"mmd"``.
+        source: the source store (default: each run's own, from run.json).
+        split: which target objects.
+        max_objects: objects per domain, drawn at random (bounded cost on big stores).
+        out: also write the ranking as JSON there.
+
+    Returns:
+        ``{"score", "runs": [{"rank", "run", "dev", "entropy", "im", "mmd",
+        "target_accuracy"}, ...]}``, best first.
+
+    Example:
+        >>> rank(["runs/mmd", "runs/dann"], "des.zarr")["runs"][0]["run"]  # doctest: +SKIP
+    """
+    from .engine.evaluation.label_free import rank_runs
+
+    return rank_runs([Path(r) for r in runs], Path(target), score,
+                     None if source is None else Path(source), split, max_objects,
+                     out=None if out is None else Path(out))
+
+
+def crop_study(source: str | Path, out: str | Path, target: str | Path | None = None,
+               sizes: tuple[int, ...] = (25, 50, 100), progress=None, **train_options) -> dict:
+    """Train and score one run per centre-crop size of the stored cutouts (how much of the
+    stamp around the object the classifier should see).
+
+    Args:
+        source: the labelled source store.
+        out: the study folder (reused to resume).
+        target: a target store, scored too when given.
+        sizes: crop sizes in pixels.
+        progress: optional callable receiving one line per finished size.
+        **train_options: `train` options for every run (backbone, epochs, lr, ...).
+
+    Returns:
+        ``{"results": [{"crop", "source_test", "target_test", "run"}, ...],
+        "evaluated_on", "png", "json"}``.
+
+    Example:
+        >>> crop_study("sdss.zarr", "study_crops", sizes=(32, 48))      # doctest: +SKIP
+    """
+    from .engine.analysis.studies import crop_study as study
+
+    return study(Path(source), Path(out), None if target is None else Path(target),
+                 tuple(sizes), train_options, progress=progress)

@@ -298,6 +298,49 @@ class Run:
             raise UserError(f"batch_size must be at least 1, got {batch_size}")
         return predict_images(model, x, self.info["image_size"], batch_size, with_features)
 
+    def similar(self, store: str | Path, object_id: str, k: int = 10, metric: str = "cosine",
+                out: str | Path | None = None) -> dict:
+        """The k objects nearest to one object in the run's feature space (what
+        `astrotransfer similar` prints), with an image grid.
+
+        Args:
+            store: the cutout store holding the query and its candidates.
+            object_id: the query object's id.
+            k: objects to return, the query itself first.
+            metric: ``"cosine"`` or ``"euclidean"``.
+            out: PNG path (default: under the run directory).
+
+        Returns:
+            ``{"query", "k", "neighbours": [{"rank", "object_id", "distance", "label",
+            "predicted", "p_max"}, ...], "png", "json"}``.
+
+        Example:
+            >>> run.similar("des.zarr", "obj_42", k=5)["neighbours"][1]  # doctest: +SKIP
+        """
+        from .engine.analysis.embedding import similar_objects
+
+        return similar_objects(self._single("similar").path, Path(store), object_id, k, metric,
+                               None if out is None else Path(out))
+
+    def band_study(self, store: str | Path, split: str = "test", batch_size: int = 256) -> dict:
+        """Accuracy with each band zeroed in turn at test time: which bands the run uses.
+
+        Args:
+            store: a labelled store with the run's bands.
+            split: which objects to score.
+            batch_size: objects per chunk.
+
+        Returns:
+            ``{"baseline_accuracy", "n", "accuracy": {band: acc}, "drops": {band: drop},
+            "png", "json"}``.
+
+        Example:
+            >>> run.band_study("des.zarr")["drops"]                      # doctest: +SKIP
+        """
+        from .engine.analysis.studies import band_study
+
+        return band_study(self._single("band_study").path, Path(store), split, batch_size)
+
     def summary(self) -> str:
         """One line per member: epochs done and the best validation accuracy (what the
         `train` command prints)."""

@@ -1,8 +1,8 @@
 """Analysis commands, registered as a default plugin: `similar`, `study bands|crops`, `rank`.
 
 They live here rather than in core/cli.py so the kernel's CLI stays the short list of the
-main pipeline; the work itself is in astrotransfer.engine (embedding, studies, selection),
-where it can be called from Python without the CLI.
+main pipeline; like every command they are thin clients of the public Python API
+(`Run.similar`, `Run.band_study`, `astrotransfer.crop_study`, `astrotransfer.rank`).
 """
 from __future__ import annotations
 
@@ -33,9 +33,9 @@ def similar(run: RunArg, data: DataOpt,
             out: Annotated[Optional[Path], typer.Option(
                 help="PNG path (default: RUN/similar/...)")] = None):
     """Nearest neighbours of one object in the run's feature space: table and image grid."""
-    from astrotransfer.engine.analysis.embedding import similar_objects
+    import astrotransfer as at
 
-    res = similar_objects(run, data, object_id, k, metric, out)
+    res = at.load_run(run).similar(data, object_id, k, metric, out)
     table = Table("#", "object_id", "distance", "label", "predicted", "p_max",
                   title=f"{res['k']} nearest to {res['query']} ({metric})")
     for n in res["neighbours"]:
@@ -50,9 +50,9 @@ def study_bands(run: RunArg, data: DataOpt,
                 split: Annotated[str, typer.Option(help="test | val | train | all")] = "test",
                 batch_size: Annotated[int, typer.Option(help="objects per chunk")] = 256):
     """Zero each band in turn at test time and report the accuracy drop per band."""
-    from astrotransfer.engine.analysis.studies import band_study
+    import astrotransfer as at
 
-    res = band_study(run, data, split, batch_size)
+    res = at.load_run(run).band_study(data, split, batch_size)
     table = Table("band zeroed", "accuracy", "drop",
                   title=f"baseline accuracy {res['baseline_accuracy']:.3f} (N = {res['n']})")
     for band, drop in sorted(res["drops"].items(), key=lambda kv: -kv[1]):
@@ -86,13 +86,13 @@ def study_crops(
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
 ):
     """Train and evaluate at several centre-crop sizes of the stored cutouts."""
-    from astrotransfer.engine.analysis.studies import crop_study
+    import astrotransfer as at
 
     opts = {k: v for k, v in dict(backbone=backbone, pretrained=pretrained, adapt=adapt,
                                   epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                                   device=device).items() if v is not None}
-    res = crop_study(source, out, target, _sizes(sizes), opts,
-                     progress=lambda msg: console.print(msg))
+    res = at.crop_study(source, out, target, _sizes(sizes),
+                        progress=lambda msg: console.print(msg), **opts)
     table = Table("crop (px)", "source test acc", "target test acc", "run",
                   title=f"crop study, scored on the {res['evaluated_on']}")
     for r in res["results"]:
@@ -112,9 +112,9 @@ def rank(runs: Annotated[list[Path], typer.Argument(help="run directories to com
          out: Annotated[Optional[Path], typer.Option(help="write the ranking as JSON")] = None,
          as_json: Annotated[bool, typer.Option("--json", help="print JSON, not a table")] = False):
     """Rank runs by a label-free score on a target survey (lower is better)."""
-    from astrotransfer.engine.evaluation.label_free import rank_runs
+    import astrotransfer as at
 
-    res = rank_runs(runs, target, score, source, split, max_objects, out=out)
+    res = at.rank(runs, target, score, source, split, max_objects, out=out)
     if as_json:
         print(json.dumps(res, indent=2))
         return
