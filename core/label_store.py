@@ -139,7 +139,10 @@ class LabelSession:
     @contextlib.contextmanager
     def writing(self):
         """Hold the session's write lock (a second page on the same session is refused)."""
-        with locked(self.store_path / "labels" / self.name, f"labelling session '{self.name}'"):
+        path = self.store_path / "labels" / self.name
+        with locked(path, f"labelling session '{self.name}'"):
+            if self.group.read_only:
+                self.group = zarr.open_group(str(path), mode="a")
             yield self
 
     # ---------------------------------------------------------------- facts
