@@ -98,21 +98,31 @@ def build_app(slot: "_Slot | LabelDesk"):
 
 
 def make_server(app, host: str, port: int):
-    """Bind (refusing a port in use with one line naming the fix)."""
+    """Bind (refusing a port in use with one line naming the fix), then hand the bound
+    socket to werkzeug: its own bind error path prints to stderr and exits the process."""
+    import socket
+
     from werkzeug.serving import make_server as wz_make_server
 
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart after a kill at once
     try:
-        return wz_make_server(host, port, app, threaded=True)
+        sock.bind((host, port))
+        sock.listen(128)
     except OSError as exc:
+        sock.close()
         if exc.errno in (errno.EADDRINUSE, errno.EACCES):
             raise UserError(f"port {port} on {host} is "
                             f"{'in use' if exc.errno == errno.EADDRINUSE else 'not allowed'}; "
                             f"pass another --port (0 picks a free one)") from None
         raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}); check --host "
                         f"and --port") from None
-    except SystemExit:  # werkzeug exits on some bind errors; keep our one-line contract
-        raise UserError(f"port {port} on {host} is in use; pass another --port (0 picks a "
-                        f"free one)") from None
+    try:
+        return wz_make_server(host, sock.getsockname()[1], app, threaded=True,
+                              fd=sock.fileno())
+    finally:
+        sock.close()  # werkzeug holds its own duplicate of the descriptor
 
 
 def serve(open_desk_fn: Callable[[], LabelDesk], host: str = "127.0.0.1", port: int = 8765,
