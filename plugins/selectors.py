@@ -50,9 +50,8 @@ def k_center(feats: np.ndarray, n: int, rng: np.random.Generator,
     if centers is not None and len(centers):
         c = _unit(centers)
         dist = np.full(len(x), np.inf)
-        for b in range(0, len(c), 1024):  # bounded memory for many labelled objects
-            d = ((x[:, None, :] - c[None, b:b + 1024, :]) ** 2).sum(-1).min(1)
-            dist = np.minimum(dist, d)
+        for b in range(0, len(c), 1024):  # unit vectors: |x - c|^2 = 2 - 2 x.c, one matmul
+            dist = np.minimum(dist, np.maximum(2.0 - 2.0 * (x @ c[b:b + 1024].T).max(1), 0.0))
         picks: list[int] = []
     else:
         first = int(rng.integers(len(x)))

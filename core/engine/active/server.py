@@ -139,7 +139,7 @@ def serve(open_desk_fn: Callable[[], LabelDesk], host: str = "127.0.0.1", port: 
         slot.desk = open_desk_fn()
         with slot.desk.session.writing():
             if ready is not None:
-                ready(f"http://{host}:{server.server_port}/")
+                ready(f"http://{host}:{server.socket.getsockname()[1]}/")
             try:
                 server.serve_forever()
             except KeyboardInterrupt:
