@@ -24,8 +24,8 @@ from .errors import UserError  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 
 _API = ("ingest", "train", "load_run", "open_store", "list_plugins", "aggregate_metrics",
-        "augmentation", "select", "label_page", "store_labels", "Run", "CutoutStore",
-        "TrainConfig")
+        "augmentation", "select", "choose", "label_page", "store_labels", "FrozenHead", "Run",
+        "CutoutStore", "TrainConfig")
 
 __all__ = ["__version__", "UserError", "hookimpl", *_API]
 

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
+from .engine.active.head import FrozenHead
 from .errors import UserError
 from .run import Run
 from .store import CutoutStore
 
 __all__ = ["ingest", "train", "load_run", "open_store", "list_plugins", "aggregate_metrics",
-           "augmentation", "select", "label_page", "store_labels", "Run", "CutoutStore",
-           "TrainConfig"]
+           "augmentation", "select", "choose", "label_page", "store_labels", "FrozenHead",
+           "Run", "CutoutStore", "TrainConfig"]
 
 INGEST_DEFAULTS = {"split_fractions": (0.8, 0.1, 0.1), "split_seed": 0, "batch_size": 256,
                    "strict": False, "overwrite": False, "dtype": "float32"}
@@ -237,6 +238,35 @@ def select(run: str | Path, data: str | Path, n: int = 50, strategy: str = "hybr
 
     return select_queue(Path(run), Path(data), n, strategy, None if out is None else Path(out),
                         split, tta, seed)
+
+
+def choose(strategy: str, probs, feats, n: int, labelled_feats=None, labelled_labels=None,
+           seed: int = 0):
+    """Run a selection strategy on arrays (what `select` does after applying the run).
+
+    Args:
+        strategy: a registered selector name.
+        probs: (N, K) current class probabilities of the candidates.
+        feats: (N, D) their embeddings.
+        n: how many to choose.
+        labelled_feats, labelled_labels: embeddings and labels of objects already labelled.
+        seed: the strategy's random seed.
+
+    Returns:
+        Distinct positions into the candidates, most useful first.
+
+    Example:
+        >>> picks = choose("diversity", probs, feats, 25)                 # doctest: +SKIP
+    """
+    import numpy as np
+
+    from .engine.active.selection import choose as run_choose
+    from .selector import Pool
+
+    feats = np.asarray(feats)
+    lf = np.zeros((0, feats.shape[1])) if labelled_feats is None else np.asarray(labelled_feats)
+    ll = np.zeros(0, np.int64) if labelled_labels is None else np.asarray(labelled_labels)
+    return run_choose(strategy, Pool(np.asarray(probs), feats, lf, ll), n, seed)
 
 
 def label_page(data: str | Path, run: str | Path | None = None,

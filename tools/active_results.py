@@ -43,27 +43,22 @@ BUDGETS = (25, 50, 100, 200, 400, 800)
 def observe_store(run: Path, data: Path, work: Path) -> dict:
     """Source-run probabilities and features of the pool (train) and held-out (val+test)
     rows, cached in `work` (keyed by the run id and store path)."""
-    from astrotransfer.engine.active.selection import observe_rows
-    from astrotransfer.engine.matching import run_labels
-    from astrotransfer.engine.runs import RunDir
-    from astrotransfer.store import CutoutStore
+    import zlib
 
-    info = RunDir(run).info()
-    store = CutoutStore.open(data)
-    key = f"{info['run_id']}_{abs(hash(str(data.resolve()))) % 10**8}"
+    from astrotransfer import load_run
+
+    r = load_run(run)
+    key = f"{r.info['run_id']}_{zlib.crc32(str(data.resolve()).encode())}"
     cache = work / f"features_{key}.npz"
     if cache.exists():
         return dict(np.load(cache))
     out = {}
-    for name, rows in (("pool", store.indices("train")),
-                       ("eval", np.sort(np.concatenate([store.indices("val"),
-                                                        store.indices("test")])))):
-        labels = run_labels(info["class_names"], store, rows)
-        rows = rows[labels >= 0]
-        seen = observe_rows(run, store, rows)
-        out[f"{name}_rows"], out[f"{name}_probs"], out[f"{name}_feats"] = (
-            seen.rows, seen.probs, seen.feats)
-        out[f"{name}_y"] = run_labels(info["class_names"], store, seen.rows)
+    seen = {split: r.observe(data, split) for split in ("train", "val", "test")}
+    for name, splits in (("pool", ["train"]), ("eval", ["val", "test"])):
+        cat = {k: np.concatenate([seen[s][k] for s in splits]) for k in seen["train"]}
+        keep = cat["labels"] >= 0
+        out[f"{name}_rows"], out[f"{name}_probs"] = cat["rows"][keep], cat["probs"][keep]
+        out[f"{name}_feats"], out[f"{name}_y"] = cat["feats"][keep], cat["labels"][keep]
     work.mkdir(parents=True, exist_ok=True)
     np.savez(cache, **out)
     return out
@@ -72,9 +67,7 @@ def observe_store(run: Path, data: Path, work: Path) -> dict:
 def campaign(strategy: str, seed: int, d: dict, max_n: int, batch: int,
              c: float = 1.0) -> list[float]:
     """Accuracy on the held-out rows after each batch (labels = batch, 2 batch, ...)."""
-    from astrotransfer.engine.active.head import FrozenHead
-    from astrotransfer.engine.active.selection import choose
-    from astrotransfer.selector import Pool
+    from astrotransfer import FrozenHead, choose
 
     k = d["pool_probs"].shape[1]
     fp, yp, fe, ye = d["pool_feats"], d["pool_y"], d["eval_feats"], d["eval_y"]
@@ -85,9 +78,8 @@ def campaign(strategy: str, seed: int, d: dict, max_n: int, batch: int,
         free = np.setdiff1d(np.arange(len(fp)), labelled)
         first = len(labelled) == 0
         name = "balanced" if (first and strategy != "random") else strategy
-        pool = Pool(probs[free], fp[free], fp[labelled], yp[labelled])
-        picks = choose(name, pool, min(batch, max_n - len(labelled)),
-                       seed * 100_003 + len(labelled))
+        picks = choose(name, probs[free], fp[free], min(batch, max_n - len(labelled)),
+                       fp[labelled], yp[labelled], seed * 100_003 + len(labelled))
         labelled = np.concatenate([labelled, free[picks]])
         if FrozenHead.can_fit(yp[labelled]):
             head = FrozenHead(k, c).fit(fp[labelled], yp[labelled])
@@ -149,7 +141,10 @@ def write_page(res: dict, summ: dict, out: Path, budgets: list[int], ref_n: int)
              f"over seeds.",
              f"- Source run alone (no CEERS labels): held-out accuracy "
              f"**{res['zero_shot']:.3f}**; a head on all {res['n_pool']} pool labels: "
-             f"**{res['all_labels']:.3f}**.",
+             f"**{res['all_labels']:.3f}**; always answering the majority class: "
+             f"**{res['majority']:.3f}**.",
+             "- `margin` ranks objects exactly as `uncertainty` (entropy) does with two "
+             "classes, so their rows are equal.",
              "", "## Held-out accuracy against the number of labels", "",
              "| labels | " + " | ".join(strategies) + " |",
              "|---:|" + "---|" * len(strategies)]
@@ -188,6 +183,14 @@ def write_page(res: dict, summ: dict, out: Path, budgets: list[int], ref_n: int)
         else:
             lines += ["", f"**Answer:** no active strategy's mean curve reaches random's "
                       f"accuracy at {ref_n} within {res['grid'][-1]} labels."]
+    if res["all_labels"] < res["majority"] + 0.03:
+        lines += ["", f"**Caveat:** a head on all {res['n_pool']} pool labels reaches only "
+                  f"{res['all_labels']:.3f} against {res['majority']:.3f} for the majority "
+                  f"class: this run's frozen features barely separate the classes of this "
+                  f"survey, so every curve here is within a few points of the majority class, "
+                  f"and the ranking of strategies is about which reaches that plateau first. "
+                  f"A better source run (larger stamps, fine-tuned on the target) is the "
+                  f"bigger lever."]
     lines += ["", "Per-seed curves (every batch) are in `active.json`.", ""]
     out.write_text("\n".join(lines))
 
@@ -237,8 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.max_n = 2, min(args.max_n, 100)
-    from astrotransfer.engine.active.head import FrozenHead
-    from astrotransfer.engine.runs import RunDir
+    from astrotransfer import FrozenHead, load_run
 
     t0 = time.time()
     work = args.work or args.out.parent / ".active_cache"
@@ -256,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
             curves[s].append(campaign(s, seed, d, max_n, args.batch, args.c))
             print(f"{s} seed {seed}: {curves[s][-1][-1]:.3f} at {max_n} labels "
                   f"({time.time() - t:.0f} s)", file=sys.stderr)
-    info = RunDir(args.run).info()
+    info = load_run(args.run).info
     full = FrozenHead(d["pool_probs"].shape[1], args.c).fit(d["pool_feats"], d["pool_y"])
     res = {"quick": args.quick, "run": str(args.run), "data": str(args.data),
            "backbone": info["backbone"], "classes": info["class_names"],
@@ -264,6 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
            "n_pool": int(n_pool), "c": args.c, "n_eval": int(len(d["eval_y"])), "batch": args.batch,
            "seeds": args.seeds, "grid": grid, "curves": curves,
            "zero_shot": float((d["eval_probs"].argmax(1) == d["eval_y"]).mean()),
+           "majority": float(np.bincount(d["eval_y"]).max() / len(d["eval_y"])),
            "all_labels": float((full.predict_proba(d["eval_feats"]).argmax(1)
                                 == d["eval_y"]).mean()),
            "command": "python tools/active_results.py " + " ".join(argv if argv is not None
