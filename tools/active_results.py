@@ -197,6 +197,7 @@ def write_page(res: dict, summ: dict, out: Path, budgets: list[int], ref_n: int)
 
 def plot(res: dict, path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -205,12 +206,14 @@ def plot(res: dict, path: Path) -> None:
     for s, c in res["curves"].items():
         c = np.asarray(c)
         m, sd = c.mean(0), c.std(0)
-        ax.plot(grid, m, marker="o", ms=2.5, lw=1.5 if s != "random" else 2.2, label=s,
-                color="black" if s == "random" else None)
-        ax.fill_between(grid, m - sd, m + sd, alpha=0.15,
-                        color="black" if s == "random" else None)
+        line, = ax.plot(grid, m, marker="o", ms=2.5, lw=1.5 if s != "random" else 2.2,
+                        label=s, color="black" if s == "random" else None,
+                        ls="--" if s == "margin" else "-")
+        ax.fill_between(grid, m - sd, m + sd, alpha=0.12, color=line.get_color())
     ax.axhline(res["zero_shot"], color="grey", ls=":", lw=1, label="source run, no labels")
+    ax.axhline(res["majority"], color="brown", ls="-.", lw=1, label="majority class")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xticks([n for n in BUDGETS if n <= grid[-1]])
     ax.set_xticklabels([str(n) for n in BUDGETS if n <= grid[-1]])
     ax.set_xlabel("CEERS labels (head-only retraining after each batch)")
@@ -229,7 +232,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--run", type=Path, required=True, help="the GZ1-trained source run")
     ap.add_argument("--data", type=Path, required=True, help="labelled CEERS store")
     ap.add_argument("--out", type=Path, default=ROOT / "docs/results/active.md")
-    ap.add_argument("--work", type=Path, default=None, help="feature cache [beside --out]")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="feature cache [$TMPDIR/astrotransfer_active_cache]")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--batch", type=int, default=25)
     ap.add_argument("--max-n", type=int, default=800)
@@ -243,7 +247,9 @@ def main(argv: list[str] | None = None) -> dict:
     from astrotransfer import FrozenHead, load_run
 
     t0 = time.time()
-    work = args.work or args.out.parent / ".active_cache"
+    import tempfile
+
+    work = args.work or Path(tempfile.gettempdir()) / "astrotransfer_active_cache"
     d = observe_store(args.run, args.data, work)
     n_pool = len(d["pool_y"])
     max_n = min(args.max_n, n_pool)
