@@ -24,7 +24,8 @@ from .errors import UserError  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 
 _API = ("ingest", "train", "load_run", "open_store", "list_plugins", "aggregate_metrics",
-        "augmentation", "rank", "crop_study", "Run", "CutoutStore", "TrainConfig")
+        "augmentation", "rank", "crop_study", "select", "choose", "label_page", "store_labels",
+        "FrozenHead", "Run", "CutoutStore", "TrainConfig")
 
 __all__ = ["__version__", "UserError", "hookimpl", *_API]
 

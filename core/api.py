@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
+from .engine.active.head import FrozenHead
 from .errors import UserError
 from .run import Run
 from .store import CutoutStore
 
 __all__ = ["ingest", "train", "load_run", "open_store", "list_plugins", "aggregate_metrics",
-           "augmentation", "rank", "crop_study", "Run", "CutoutStore", "TrainConfig"]
+           "augmentation", "rank", "crop_study", "select", "choose", "label_page",
+           "store_labels", "FrozenHead", "Run", "CutoutStore", "TrainConfig"]
 
 INGEST_DEFAULTS = {"split_fractions": (0.8, 0.1, 0.1), "split_seed": 0, "batch_size": 256,
                    "strict": False, "overwrite": False, "dtype": "float32"}
@@ -147,7 +149,8 @@ def list_plugins(kind: str | None = None) -> list[dict]:
     """Every registered plugin object, optionally of one kind.
 
     Args:
-        kind: ``"survey"``, ``"backbone"``, ``"adapter"`` or ``"trainer"``; None for all.
+        kind: ``"survey"``, ``"backbone"``, ``"adapter"``, ``"trainer"`` or
+            ``"selector"``; None for all.
 
     Returns:
         One dict per entry: ``kind``, ``name``, ``dist`` (distribution), ``version``,
@@ -159,7 +162,7 @@ def list_plugins(kind: str | None = None) -> list[dict]:
     """
     from .registry import get_registry
 
-    kinds = ("survey", "backbone", "adapter", "trainer")
+    kinds = ("survey", "backbone", "adapter", "trainer", "selector")
     if kind is not None and kind not in kinds:
         raise UserError(f"unknown plugin kind '{kind}'; use one of {', '.join(kinds)}")
     return [{**e.as_dict(), "description": getattr(e.obj, "description", "")}
@@ -259,3 +262,134 @@ def crop_study(source: str | Path, out: str | Path, target: str | Path | None = 
 
     return study(Path(source), Path(out), None if target is None else Path(target),
                  tuple(sizes), train_options, progress=progress)
+
+
+def select(run: str | Path, data: str | Path, n: int = 50, strategy: str = "hybrid",
+           out: str | Path | None = None, split: str = "all", tta: int = 1,
+           seed: int = 0) -> dict:
+    """Choose the objects of a store most worth labelling next (active learning).
+
+    Args:
+        run: the run whose probabilities and embeddings guide the choice.
+        data: the store to label; objects any labelling session answered are left out.
+        n: how many objects to queue.
+        strategy: a registered selector (``list_plugins("selector")``): ``random``,
+            ``uncertainty``, ``margin``, ``diversity``, ``hybrid`` or ``balanced``.
+        out: the queue file (JSON) to write; None to only return it.
+        split: which objects are candidates.
+        tta: test-time augmentation views for the probabilities (1, 2, 4 or 8).
+        seed: the strategy's random seed.
+
+    Returns:
+        The queue: ``rows``, ``object_ids``, ``entropy``, ``strategy``, ``run``, ...
+
+    Example:
+        >>> q = select("runs/gz1", "ceers.zarr", n=50, strategy="hybrid",
+        ...            out="queue.json")                                  # doctest: +SKIP
+        >>> len(q["rows"])                                                # doctest: +SKIP
+        50
+    """
+    from .engine.active.selection import select_queue
+
+    return select_queue(Path(run), Path(data), n, strategy, None if out is None else Path(out),
+                        split, tta, seed)
+
+
+def choose(strategy: str, probs, feats, n: int, labelled_feats=None, labelled_labels=None,
+           seed: int = 0):
+    """Run a selection strategy on arrays (what `select` does after applying the run).
+
+    Args:
+        strategy: a registered selector name.
+        probs: (N, K) current class probabilities of the candidates.
+        feats: (N, D) their embeddings.
+        n: how many to choose.
+        labelled_feats, labelled_labels: embeddings and labels of objects already labelled.
+        seed: the strategy's random seed.
+
+    Returns:
+        Distinct positions into the candidates, most useful first.
+
+    Example:
+        >>> picks = choose("diversity", probs, feats, 25)                 # doctest: +SKIP
+    """
+    import numpy as np
+
+    from .engine.active.selection import choose as run_choose
+    from .selector import Pool
+
+    feats = np.asarray(feats)
+    lf = np.zeros((0, feats.shape[1])) if labelled_feats is None else np.asarray(labelled_feats)
+    ll = np.zeros(0, np.int64) if labelled_labels is None else np.asarray(labelled_labels)
+    return run_choose(strategy, Pool(np.asarray(probs), feats, lf, ll), n, seed)
+
+
+def label_page(data: str | Path, run: str | Path | None = None,
+               classes: str | list[str] | None = None, *, keys: str | list[str] | None = None,
+               queue: str | Path | None = None, session: str | None = None,
+               who: str | None = None, strategy: str = "hybrid", batch: int = 50,
+               split: str = "all", tta: int = 1, host: str = "127.0.0.1", port: int = 8765,
+               ready=None) -> None:
+    """Serve the labelling page for a store until interrupted (what `astrotransfer label`
+    runs); answers are committed to a labelling session in the store as they are clicked.
+
+    Args:
+        data: the store to label.
+        run: a run for probabilities, embeddings and head-only retraining; optional.
+        classes: the answers (default: the run's, else the store's classes).
+        keys: one key per class (default 1..K).
+        queue: a queue file from `select`; default: chosen with `strategy` (with a run) or
+            every unanswered object in store order.
+        session: a session name to continue or create (default ``<user>-<UTC time>``).
+        who: the labeller's name recorded in the session (default the login name).
+        strategy, batch: the re-queue after each batch.
+        split, tta: candidates and test-time augmentation views.
+        host, port: where to listen (127.0.0.1 by default; port 0 picks a free one).
+        ready: called with the page's URL once it is listening.
+
+    Returns:
+        None, when the server stops.
+
+    Example:
+        >>> label_page("ceers.zarr", run="runs/gz1", port=8765)           # doctest: +SKIP
+    """
+    from .engine.active.desk import parse_classes
+    from .engine.active.server import open_desk, serve
+
+    def build():
+        return open_desk(Path(data), None if run is None else Path(run), parse_classes(classes),
+                         keys, None if queue is None else Path(queue), session, who, strategy,
+                         batch, split, tta)
+
+    serve(build, host, port, ready)
+
+
+def store_labels(data: str | Path, classes: list[str] | None = None) -> dict:
+    """The labels people made in a store's labelling sessions (never the survey's own).
+
+    Args:
+        data: the store.
+        classes: class order wanted (default the store's, else the first session's).
+
+    Returns:
+        ``{"rows", "object_ids", "labels", "classes", "sessions": [{name, who, created,
+        strategy, n_entries, n_labels}]}``.
+
+    Example:
+        >>> store_labels("ceers.zarr")["sessions"][0]["who"]                 # doctest: +SKIP
+    """
+    from .label_store import LabelSession, collect_labels, list_sessions
+
+    store = CutoutStore.open(data)
+    names = list_sessions(store.path)
+    sessions = [LabelSession.open(store.path, n) for n in names]
+    classes = classes or store.class_names or (sessions[0].classes if sessions else [])
+    rows, labels = collect_labels(store.path, list(classes)) if sessions else ([], [])
+    ids = store.column("object_id")
+    return {"rows": [int(r) for r in rows], "object_ids": [str(ids[r]) for r in rows],
+            "labels": [int(v) for v in labels], "classes": list(classes),
+            "sessions": [{"name": s.name, "who": s.attrs.get("who"),
+                          "created": s.attrs.get("created"), "strategy": s.attrs.get("strategy"),
+                          "n_entries": s.n,
+                          "n_labels": sum(1 for v in s.current().values() if v >= 0)}
+                         for s in sessions]}

@@ -84,6 +84,7 @@ def train(
     entropy: Annotated[Optional[float], typer.Option(help="weight of target entropy minimisation")] = None,
     target_labels: Annotated[Optional[int], typer.Option(help="labelled target objects (few-shot)")] = None,
     source_labels: Annotated[Optional[int], typer.Option(help="train on N labelled source objects (a fifth held out to validate); 0 = all [0]")] = None,
+    target_labels_from: Annotated[Optional[Path], typer.Option(help="store whose labelling sessions (`label`) add labelled objects")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="epochs [by training-set size: at least --min-steps steps, 3 epochs]")] = None,
     min_steps: Annotated[Optional[int], typer.Option(help="optimizer steps the automatic --epochs reaches [300]")] = None,
     stages: Annotated[Optional[str], typer.Option(help="progressive unfreezing, RULE=EPOCHS[@LR],...: head | top:F | top:N | all_but_stem | all | prefix:A+B")] = None,
@@ -124,7 +125,8 @@ def train(
 
     overrides = dict(backbone=backbone, pretrained=pretrained, adapt=adapt,
                      adapt_weight=adapt_weight, fisher=fisher, entropy=entropy,
-                     target_labels=target_labels, source_labels=source_labels, epochs=epochs, min_steps=min_steps,
+                     target_labels=target_labels, source_labels=source_labels, epochs=epochs,
+                     target_labels_from=None if target_labels_from is None else str(target_labels_from), min_steps=min_steps,
                      stages=stages, layer_decay=layer_decay, label_smoothing=label_smoothing,
                      head_init=head_init,
                      channels_last=channels_last,

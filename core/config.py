@@ -60,6 +60,8 @@ class TrainConfig:
     # train on only N labelled objects of the source's train split, a fifth of them held out
     # for validation (few-shot on a new survey's own labels); 0 = every labelled object
     source_labels: int = 0
+    # a store whose labelling sessions (`astrotransfer label`) add labelled objects to training
+    target_labels_from: str | None = None
     device: str = "auto"
     num_workers: int = 0
     # progressive unfreezing, [{epochs, train, lr?}, ...]; [] = everything trains throughout
@@ -228,6 +230,9 @@ def _check_values(cfg: TrainConfig) -> None:
          "--recursive pseudo-labels the target survey; pass --target")
     need(cfg.target_labels >= 0, f"--target-labels must be >= 0, got {cfg.target_labels}")
     need(cfg.source_labels >= 0, f"--source-labels must be >= 0, got {cfg.source_labels}")
+    need(not (cfg.target_labels and cfg.target_labels_from),
+         "--target-labels (drawn from the survey's labels) and --target-labels-from (labels "
+         "people made) cannot be combined; pass one")
     need(cfg.grad_accum >= 1, f"--grad-accum must be at least 1, got {cfg.grad_accum}")
     need(cfg.clip_grad >= 0, f"--clip-grad must be >= 0 (0 = off), got {cfg.clip_grad}")
     need(cfg.warmup_epochs is None or cfg.warmup_epochs >= 0,

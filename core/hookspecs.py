@@ -37,5 +37,11 @@ def register_trainers(register):
 
 
 @hookspec
+def register_selectors(register):
+    """Register active-learning selection strategies: `register(selector)` with an
+    `astrotransfer.selector.Selector` (a `name`, a `description` and `select(pool, n, rng)`)."""
+
+
+@hookspec
 def register_commands(app):
     """Add CLI commands: `app` is the root typer.Typer."""

@@ -30,17 +30,20 @@ DEFAULT_PLUGINS = (
     "astrotransfer.plugins.adapters",
     "astrotransfer.plugins.trainers",
     "astrotransfer.plugins.crossmatch",
+    "astrotransfer.plugins.selectors",
+    "astrotransfer.plugins.labelling",
     "astrotransfer.plugins.distributed",
     # before analysis: commands register in reverse order, and few-shot joins its `study` group
     "astrotransfer.plugins.transfer_commands",
     "astrotransfer.plugins.analysis",
 )
-KINDS = ("survey", "backbone", "adapter", "trainer")
+KINDS = ("survey", "backbone", "adapter", "trainer", "selector")
 _HOOK_OF_KIND = {
     "survey": "register_surveys",
     "backbone": "register_backbones",
     "adapter": "register_adapters",
     "trainer": "register_trainers",
+    "selector": "register_selectors",
 }
 
 

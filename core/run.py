@@ -283,6 +283,30 @@ class Run:
             res["map"] = map_embedding(self.path, Path(store), split, map, dims, clusters)
         return res
 
+    def observe(self, store: str | Path, split: str = "all", tta: int = 1) -> dict:
+        """Probabilities, features and labels of a store's objects in one pass (what the
+        selection strategies and head-only retraining work on).
+
+        Args:
+            store: a store with the run's bands (by the run's band policy).
+            split: which objects.
+            tta: test-time augmentation views for the probabilities (1, 2, 4 or 8).
+
+        Returns:
+            ``{"rows", "probs" (N, K), "feats" (N, D), "labels" (run's class order, -1
+            unknown)}``.
+
+        Example:
+            >>> seen = run.observe("ceers.zarr", split="train")          # doctest: +SKIP
+        """
+        from .engine.active.selection import observe_rows
+        from .engine.matching import run_labels
+
+        st = CutoutStore.open(store)
+        seen = observe_rows(self._single("observe").path, st, st.indices(split), tta)
+        return {"rows": seen.rows, "probs": seen.probs, "feats": seen.feats,
+                "labels": run_labels(self.class_names, st, seen.rows)}
+
     def _apply(self, images, batch_size: int, with_features: bool, tta: int):
         from .engine.inference.streaming import predict_images
         from .engine.models import set_tta

@@ -125,3 +125,33 @@ def write_image_folder(folder: Path, n: int = 24, size: int = 40, seed: int = 0)
         rows.append(f"obj{i:03d},{label},{150 + i * 0.01:.5f},{2 + i * 0.01:.5f}")
     (folder / "catalog.csv").write_text("\n".join(rows) + "\n")
     return folder
+
+
+def start_label_server(*args: str, timeout: float = 240) -> tuple[subprocess.Popen, str]:
+    """`astrotransfer label ARGS --port 0` as a real process; returns it and the page URL
+    (read from its stdout once it listens). The caller stops it (terminate or kill -9)."""
+    import select as _select
+    import time
+
+    cmd = [sys.executable, "-m", "astrotransfer.cli", "label", *map(str, args), "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        ready, _, _ = _select.select([proc.stdout], [], [], 1.0)
+        if ready:
+            line = proc.stdout.readline()
+            if "labelling page at " in line:
+                return proc, line.split("labelling page at ", 1)[1].split()[0]
+        if proc.poll() is not None:
+            raise AssertionError(f"label server exited {proc.returncode}: {proc.stderr.read()}")
+    proc.kill()
+    raise AssertionError("label server did not start in time")
+
+
+@pytest.fixture
+def label_store(sim_pair, tmp_path) -> Path:
+    """A private copy of the sim DES store (labelling writes sessions into it)."""
+    import shutil
+
+    return Path(shutil.copytree(sim_pair[1], tmp_path / "des.zarr"))

@@ -66,17 +66,21 @@ def preflight(cfg: TrainConfig) -> dict:
                         f"pass --target")
     if cfg.target_labels and target is None:
         raise UserError("--target-labels draws labelled objects from the target; pass --target")
-    plan = plan_bands(source, target, getattr(cfg, "band_policy", "auto"))
+    session_store = CutoutStore.open(cfg.target_labels_from) if cfg.target_labels_from else None
+    plan = plan_bands(source, target if target is not None else session_store,
+                      getattr(cfg, "band_policy", "auto"))
     view = {"bands": plan["model_bands"], "band_policy": plan}
     smap = bands_for(view, source)
     tmap = bands_for(view, target) if target is not None else None
+    lmap = bands_for(view, session_store) if session_store is not None else None
     lut = None
     if target is not None and (cfg.target_labels or cfg.recursive):
         # few-shot labels train the model and recursive rounds score against them: both must
         # mean the source's classes, matched by name (an unlabelled pool passes)
         lut = label_remap(source.class_names, target)
     return {"adapter": adapter, "source": source, "target": target, "tmap": tmap,
-            "smap": smap, "band_plan": plan, "lut": lut}
+            "smap": smap, "band_plan": plan, "lut": lut, "session_store": session_store,
+            "lmap": lmap}
 
 
 def make_adapter(cfg: TrainConfig):
@@ -150,6 +154,21 @@ def _pseudo_labelled(path: str, target: CutoutStore) -> tuple[np.ndarray, np.nda
     return rows, labels
 
 
+def _session_labelled(store: CutoutStore, bands, image_size: int, class_names: list[str]):
+    """Images and labels people gave in the store's labelling sessions (matched to the
+    source's classes by name): what `--target-labels-from` adds to the training set."""
+    from ...label_store import collect_labels
+
+    rows, labels = collect_labels(store.path, class_names)
+    if len(rows) == 0:
+        raise UserError(f"store {store.path} has no labels from labelling sessions; label "
+                        f"some with `astrotransfer label {store.path}` first")
+    x, _ = load_tensors(store, rows, bands, image_size)
+    log.info("--target-labels-from: %d labelled objects of %s added to training", len(rows),
+             store.path)
+    return x, torch.from_numpy(labels)
+
+
 def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
     checked = preflight(cfg)  # fail fast on unknown names and unmappable bands, before any work
     adapter, source, target, tmap, smap, plan = (
@@ -197,6 +216,10 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
                 y_tr = torch.cat([y_tr, torch.from_numpy(plabels[order])])
     elif cfg.pseudo_labels:
         raise UserError("--pseudo-labels names target rows; pass the --target they came from")
+    if checked["session_store"] is not None:
+        xs, ys = _session_labelled(checked["session_store"], checked["lmap"], image_size,
+                                   class_names)
+        x_tr, y_tr = torch.cat([x_tr, xs]), torch.cat([y_tr, ys])
     if cfg.epochs is None:
         resolve_epochs(cfg, len(y_tr))
         log.info("epochs: %d, chosen for %d training objects (at least --min-steps %d "

@@ -1,0 +1,1 @@
+"""Active learning: choosing objects to label, the label page, and head-only retraining."""
