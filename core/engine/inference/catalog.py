@@ -17,7 +17,8 @@ from .streaming import (as_text, check_compatible, entropy, load_run_model, stre
 def predict_catalog(run_path: Path, data: Path, out: Path, split: str = "all",
                     batch_size: int = 256, overwrite: bool = False,
                     with_embedding: bool = False, rank: int = 0, world: int = 1,
-                    merge_timeout: float = 3600.0, tta: int = 1) -> dict:
+                    merge_timeout: float = 3600.0, tta: int = 1,
+                    precision: str | None = None) -> dict:
     """Predict every row of a split into a catalog.
 
     Memory is flat in the number of objects: a background thread reads each chunk's
@@ -29,13 +30,13 @@ def predict_catalog(run_path: Path, data: Path, out: Path, split: str = "all",
     """
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    model, info, run = load_run_model(run_path, tta=tta)
+    model, info, run = load_run_model(run_path, tta=tta, precision=precision)
     store = CutoutStore.open(data)
     bands = check_compatible(info, store)
     rows = store.indices(split)
     manifest = {"run_id": info["run_id"], "store": str(Path(data).resolve()), "split": split,
                 "n": int(len(rows)), "batch_size": batch_size, "embedding": with_embedding,
-                "tta": tta}
+                "tta": tta, "precision": model.inference_precision}
     writer = PartWriter(Path(out), manifest, overwrite=overwrite, shard=world > 1)
     try:
         n_chunks = (len(rows) + batch_size - 1) // batch_size

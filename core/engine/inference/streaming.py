@@ -15,20 +15,27 @@ from ..data import resize
 from ..matching import bands_for, label_remap, take_bands
 from ..models import build_model, classify, features, set_tta
 from ..runs import RunDir, load_checkpoint
+from .onnx_runtime import cached_onnx
+from .precision import autocast, resolve_precision
 
 T = TypeVar("T")
 _DONE = object()
 
 
-def load_run_model(run_path: Path | str, device: torch.device | None = None, tta: int = 1):
+def load_run_model(run_path: Path | str, device: torch.device | None = None, tta: int = 1,
+                   precision: str | None = None):
     """The run's best model in eval mode, and its run.json facts.
 
     `tta` > 1 averages that many flips/rotations per cutout (`models.set_tta`). The model
-    is in channels-last memory format, which oneDNN runs faster on CPU.
+    is in channels-last memory format, which oneDNN runs faster on CPU. `precision`
+    (auto, fp32, bf16; see `precision.py`) is stored on the model as
+    `inference_precision`, and every forward pass (`forward_batch`) follows it.
     """
+    inference_precision = resolve_precision(precision, device, tta)
     run = RunDir(Path(run_path))
     info = run.info()
-    ckpt = load_checkpoint(run.best if run.best.exists() else run.last)
+    ckpt_path = run.best if run.best.exists() else run.last
+    ckpt = load_checkpoint(ckpt_path)
     model, _ = build_model(info["backbone"], in_chans=info["in_chans"],
                            num_classes=info["num_classes"], pretrained="none",
                            drop_rate=info.get("drop_rate", 0.0))
@@ -42,6 +49,10 @@ def load_run_model(run_path: Path | str, device: torch.device | None = None, tta
                         f"damaged: restore run.json and the checkpoints, or re-train") from None
     model.eval().to(device or torch.device("cpu"))
     model.to(memory_format=torch.channels_last)
+    model.inference_precision = inference_precision
+    if inference_precision == "onnx":  # exported on first use (forward_batch), then reused
+        model.onnx_source = (run.path, ckpt_path,
+                             (info["in_chans"], info["image_size"], info["image_size"]))
     set_tta(model, tta)
     return model, info, run
 
@@ -157,8 +168,16 @@ def forward_batch(model, x: torch.Tensor, device: torch.device, with_features: b
                   ) -> tuple[np.ndarray, np.ndarray | None]:
     """(probabilities, features or None) of one model-ready batch: the single forward path
     that stores (`stream_chunks`) and in-memory arrays (`predict_images`) share."""
-    feats = features(model, x.to(device).contiguous(memory_format=torch.channels_last))
-    probs = torch.softmax(classify(model, feats).float(), dim=1)
+    onnx = getattr(model, "inference_precision", "fp32") == "onnx"
+    if onnx and getattr(model, "tta_views", 1) == 1:
+        if getattr(model, "onnx_runner", None) is None:
+            model.onnx_runner = cached_onnx(model, *model.onnx_source)
+        probs, feats = model.onnx_runner(x.numpy())
+        return probs, feats if with_features else None
+    with autocast(model, device):
+        feats = features(model, x.to(device).contiguous(memory_format=torch.channels_last))
+        logits = classify(model, feats)
+    probs = torch.softmax(logits.float(), dim=1)
     return probs.cpu().numpy(), feats.float().cpu().numpy() if with_features else None
 
 
