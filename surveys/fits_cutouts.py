@@ -3,11 +3,17 @@
 Shared by every FITS survey (sdss, des, hst-phangs, lsst) through `frame_survey.FrameSurvey`.
 
 Alignment. Each band is cut from its own frame with that frame's own WCS, by RA/Dec, then
-resampled with `reproject` onto one output grid per object: a north-up, east-left tangent
-plane centred on the object, at the survey pixel scale. Bands whose frames are rotated,
-flipped or sampled differently therefore line up on the sky pixel for pixel. Only a
-`Cutout2D` slightly larger than the output is resampled, so a 10k x 10k tile costs no more
-than a stamp (compressed `.fits.fz` tiles are read tile-by-tile through `.section`).
+resampled (bicubic, as `reproject_interp` does) onto one output grid per object: a north-up,
+east-left tangent plane centred on the object, at the survey pixel scale. Bands whose frames
+are rotated, flipped or sampled differently therefore line up on the sky pixel for pixel.
+The frame position of every output pixel is computed once per band (it also decides whether
+the stamp lies inside the frame), and only the frame pixels under it, plus a margin, are
+read and interpolated, so a 10k x 10k tile costs no more per object than a stamp.
+
+Reading. Objects are visited frame by frame (`FrameSet.frame_order`); a tile-compressed
+(`.fits.fz`) or stream-compressed (.gz/.bz2) frame is decompressed once, whole, and kept
+while its objects are cut (one frame per band at a time, `MAX_DECOMPRESSED_BYTES` at most),
+instead of decompressing the tile rows under every stamp again for every object.
 
 Frames. `open()` reads every frame header once: band, WCS, shape, and obvious damage (a
 truncated file, no celestial WCS). Pixels are read lazily per object and cached. Bad frames
@@ -30,7 +36,6 @@ whose name and FILTER header name different bands is refused rather than guessed
 from __future__ import annotations
 
 import glob
-import math
 import re
 import warnings
 from collections import OrderedDict
@@ -38,12 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from astropy.coordinates import SkyCoord
 from astropy.io import fits
-from astropy.nddata import Cutout2D
 from astropy.wcs import WCS, FITSFixedWarning
-from astropy.wcs.utils import proj_plane_pixel_area, proj_plane_pixel_scales
-from reproject import reproject_interp
+from astropy.wcs.utils import proj_plane_pixel_area
+from scipy.ndimage import map_coordinates
 
 from astrotransfer.errors import SkipObject, UserError
 from astrotransfer.survey import FLAG_BAND_MISSING, FLAG_NAN_FILLED, FLAG_PADDED
@@ -55,6 +58,11 @@ FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.fz", ".fits.gz", ".fit.g
 HEADER_BAND_KEYS = ("FILTER", "BAND", "FILTER1", "FILTER2")
 BLANK_LIMIT = 0.5  # more than this fraction of the central region blank: no usable data
 MAX_OPEN_FRAMES = 24  # pixel sources kept open; enough for every band of a few fields
+# Compressed frames (.fz tiles, .gz/.bz2 streams) are decompressed whole, once, and kept
+# while their objects are cut (the ingest visits objects frame by frame, `frame_order`):
+# at most one decompressed frame per band, and never more than this many bytes in all
+# beyond the frame being read (a DES 10k x 10k tile is 400 MB per band as float32).
+MAX_DECOMPRESSED_BYTES = 2 << 30
 
 
 def is_fits_name(path: Path) -> bool:
@@ -211,7 +219,7 @@ class FrameSet:
         return {**self.__dict__, "_cache": OrderedDict()}
 
     def __del__(self):
-        for hdul, _ in getattr(self, "_cache", {}).values():
+        for hdul, *_ in getattr(self, "_cache", {}).values():
             if hdul is not None:
                 hdul.close()
 
@@ -228,7 +236,13 @@ class FrameSet:
         return [f for f, h in zip(self.by_band[band], hit) if h]
 
     def pixels(self, frame: Frame):
-        """The frame's pixel source: a lazy `.section`, or the whole array for .gz/.bz2."""
+        """The frame's pixel source: a lazy `.section` of a plain FITS image, or the whole array,
+        decompressed once, of a tile-compressed HDU or a .gz/.bz2 stream.
+
+        Reading a compressed tile through `.section` decompresses every tile row a stamp
+        touches, again for every object: on a 4096² DES tile that was ~100 ms per object.
+        Whole decompressed frames are few (one per band at a time, MAX_DECOMPRESSED_BYTES
+        in all) because the ingest visits objects grouped by frame (`frame_order`)."""
         if frame.path in self._cache:
             self._cache.move_to_end(frame.path)
             return self._cache[frame.path][1]
@@ -236,18 +250,48 @@ class FrameSet:
             warnings.simplefilter("ignore")
             hdul = fits.open(frame.path, memmap=True)
             hdu = hdul[frame.hdu]
-            if frame.path.suffix.lower() in (".gz", ".bz2"):  # streams: no cheap seeking
+            if (frame.path.suffix.lower() in (".gz", ".bz2")  # streams: no cheap seeking
+                    or isinstance(hdu, fits.CompImageHDU)):
+                self._make_room(frame.band)
                 src = np.asarray(hdu.data, dtype=np.float32)
                 hdul.close()
                 hdul = None
             else:
-                src = hdu.section
-        self._cache[frame.path] = (hdul, src)
+                src = hdu.section  # plain FITS: a stamp reads only its own rows
+        self._cache[frame.path] = (hdul, src, frame.band)
         while len(self._cache) > MAX_OPEN_FRAMES:
-            old, _ = self._cache.popitem(last=False)[1]
-            if old is not None:
-                old.close()
+            self._evict(next(iter(self._cache)))
         return src
+
+    def _make_room(self, band: str | None) -> None:
+        """Drop decompressed frames of `band`, then the oldest ones over the byte budget."""
+        whole = [(p, v) for p, v in self._cache.items() if v[0] is None]
+        for path, (_, _, b) in whole:
+            if b == band:
+                self._evict(path)
+        whole = [(p, v[1].nbytes) for p, v in self._cache.items() if v[0] is None]
+        total = sum(n for _, n in whole)
+        for path, nbytes in whole:
+            if total <= MAX_DECOMPRESSED_BYTES:
+                break
+            self._evict(path)
+            total -= nbytes
+
+    def _evict(self, path: Path) -> None:
+        hdul = self._cache.pop(path)[0]
+        if hdul is not None:
+            hdul.close()
+
+    def frame_order(self, ra: np.ndarray, dec: np.ndarray, band: str) -> np.ndarray:
+        """A stable order of objects that visits them frame by frame: each object keyed by
+        the `band` frame whose centre is nearest, so a frame is decompressed once."""
+        if band not in self.by_band or len(ra) == 0:
+            return np.arange(len(ra))
+        ra_r, dec_r = np.radians(np.asarray(ra, float)), np.radians(np.asarray(dec, float))
+        vec = np.stack([np.cos(dec_r) * np.cos(ra_r), np.cos(dec_r) * np.sin(ra_r),
+                        np.sin(dec_r)], axis=1)
+        nearest = np.argmax(np.nan_to_num(vec) @ self._vec[band].T, axis=1)
+        return np.argsort(nearest, kind="stable")
 
 
 @dataclass
@@ -269,14 +313,14 @@ def cut_band(frames: FrameSet, band: str, ra: float, dec: float, grid, opts) -> 
         cx, cy = f.wcs.world_to_pixel_values(ra, dec)
         depth = min(cx + 0.5, nx - 0.5 - cx, cy + 0.5, ny - 0.5 - cy)
         if depth > 0:
-            choices.append((f, inside.reshape(size, size), depth))
+            choices.append((f, inside.reshape(size, size), depth, (x, y)))
     if not choices:
         return BandResult(uncovered=True)
     tag = opts["tag"]
     choices.sort(key=lambda c: (c[0].error is None, bool(tag) and c[0].tag == tag,
                                 bool(c[1].all()), c[2]), reverse=True)
     failures: list[BandResult] = []
-    for f, inside, _ in choices:
+    for f, inside, _, xy in choices:
         if f.error:
             failures.append(BandResult(reason=f"frame {f.name} unreadable: band {band}, {f.error}"))
             continue
@@ -286,12 +330,12 @@ def cut_band(frames: FrameSet, band: str, ra: float, dec: float, grid, opts) -> 
                 f"% of the stamp is off the image; --pad-edges pads instead)")))
             continue
         try:
-            cut = _read_cutout(frames, f, ra, dec, grid)
+            region, xy_in = _read_region(frames, f, *xy)
         except Exception as exc:  # damaged since open(): remember, so later objects skip fast
             f.error = f"{type(exc).__name__}: {exc}"
             failures.append(BandResult(reason=f"frame {f.name} unreadable: band {band}, {f.error}"))
             continue
-        res = _resample(cut, f.name, band, grid, inside, opts["blank_zero"])
+        res = _resample(region, xy_in, f, band, grid, inside, opts["blank_zero"])
         if res.image is not None:
             return res
         failures.append(res)
@@ -299,35 +343,44 @@ def cut_band(frames: FrameSet, band: str, ra: float, dec: float, grid, opts) -> 
     return real[0] if real else failures[0]
 
 
-def _read_cutout(frames: FrameSet, f: Frame, ra: float, dec: float, grid) -> Cutout2D:
-    """The frame pixels under the stamp (its diagonal plus an interpolation margin)."""
-    out_wcs, _, size = grid
-    scale = float(abs(out_wcs.wcs.cdelt[1])) * 3600.0
-    frame_scale = float(np.mean(proj_plane_pixel_scales(f.wcs))) * 3600.0
-    half = size * scale * math.sqrt(0.5) / frame_scale + 3
-    return Cutout2D(frames.pixels(f), SkyCoord(ra, dec, unit="deg"), 2 * math.ceil(half) + 1,
-                    wcs=f.wcs, mode="trim", copy=True)
+MARGIN = 10  # frame pixels read beyond the stamp's footprint: the bicubic spline's reach
 
 
-def _resample(cut: Cutout2D, name: str, band: str, grid, inside, blank_zero) -> BandResult:
+def _read_region(frames: FrameSet, f: Frame, x: np.ndarray, y: np.ndarray):
+    """The frame pixels under the stamp plus MARGIN, and the stamp's pixel coordinates in
+    that region. `x`, `y` are where each output pixel falls in the frame (0-based), already
+    computed by `cut_band`, so no second WCS transform is needed."""
+    ny, nx = f.shape
+    x0 = max(0, int(np.floor(np.nanmin(x))) - MARGIN)
+    x1 = min(nx, int(np.ceil(np.nanmax(x))) + MARGIN + 1)
+    y0 = max(0, int(np.floor(np.nanmin(y))) - MARGIN)
+    y1 = min(ny, int(np.ceil(np.nanmax(y))) + MARGIN + 1)
+    region = np.array(frames.pixels(f)[y0:y1, x0:x1], dtype=np.float32)
+    # points beyond the frame (not just beyond the region) are what must come back blank
+    off = (x < -0.5) | (x > nx - 0.5) | (y < -0.5) | (y > ny - 0.5)
+    return region, (x - x0, y - y0, off)
+
+
+def _resample(region: np.ndarray, xy_in, f: Frame, band: str, grid, inside,
+              blank_zero) -> BandResult:
     """Onto the output grid; blank pixels filled (flagged) unless the core is mostly blank."""
     out_wcs, _, size = grid
-    data = np.asarray(cut.data, dtype=np.float32)
+    data = region
     if blank_zero:  # drizzled mosaics mark "no exposure" with exact zeros, not NaN
         data = np.where(data == 0.0, np.float32(np.nan), data)
-    img = _interpolate(data, cut.wcs, out_wcs, size)
+    img = _interpolate(data, xy_in, size)
     # Interpolation samples surface brightness per *frame* pixel; a band observed at a
     # coarser or finer scale must be brought to flux per *output* pixel, or its colour
     # against the other bands is off by the pixel-area ratio.
-    img *= proj_plane_pixel_area(out_wcs) / proj_plane_pixel_area(cut.wcs)
+    img *= abs(out_wcs.wcs.cdelt[0] * out_wcs.wcs.cdelt[1]) / _pixel_area(f)  # deg² ratio
     blank = inside & ~np.isfinite(img)
     q = size // 4
     central = blank[q:size - q, q:size - q].mean()
     if central > BLANK_LIMIT:
         if blank_zero:
-            return BandResult(uncovered=True, reason=f"no data at the object in {name}")
+            return BandResult(uncovered=True, reason=f"no data at the object in {f.name}")
         return BandResult(reason=f"mostly blank: band {band}, {100 * central:.0f}% of the "
-                                 f"central region is NaN/masked in frame {name}")
+                                 f"central region is NaN/masked in frame {f.name}")
     flags = 0
     if blank.any():
         img[blank] = np.nanmedian(img[inside & ~blank]) if (inside & ~blank).any() else 0.0
@@ -338,23 +391,37 @@ def _resample(cut: Cutout2D, name: str, band: str, grid, inside, blank_zero) -> 
     return BandResult(image=img.astype(np.float32), flags=flags)
 
 
-def _interpolate(data: np.ndarray, wcs: WCS, out_wcs: WCS, size: int) -> np.ndarray:
-    """Bicubic resampling, NaN where the input was blank.
+def _pixel_area(f: Frame) -> float:
+    if getattr(f, "_area", None) is None:
+        f._area = float(proj_plane_pixel_area(f.wcs))
+    return f._area
+
+
+def _sample(data: np.ndarray, x: np.ndarray, y: np.ndarray, order: int) -> np.ndarray:
+    ny, nx = data.shape
+    coords = np.array([np.clip(y, 0, ny - 1), np.clip(x, 0, nx - 1)])
+    return map_coordinates(data, coords, order=order, mode="nearest")
+
+
+def _interpolate(data: np.ndarray, xy_in, size: int) -> np.ndarray:
+    """Bicubic resampling at the given frame coordinates, NaN where the input was blank or
+    beyond the frame: what `reproject_interp(order="bicubic")` computes, without building
+    WCS transforms again for every object and band.
 
     Bicubic keeps a well-sampled PSF's peak (bilinear flattens it by several sigma on bright
     objects), but its spline prefilter spreads one NaN over the whole array; so blank pixels
     are filled before interpolating and put back, through a bilinear map of the blank mask.
     """
+    x, y, off = xy_in
     blank = ~np.isfinite(data)
-    opts = dict(shape_out=(size, size), roundtrip_coords=False)
     if not blank.any():
-        return reproject_interp((data, wcs), out_wcs, order="bicubic", **opts)[0]
-    filled = np.where(blank, np.nanmedian(data) if (~blank).any() else 0.0, data)
-    img = reproject_interp((filled, wcs), out_wcs, order="bicubic", **opts)[0]
-    touched = reproject_interp((blank.astype(np.float32), wcs), out_wcs, order="bilinear",
-                               **opts)[0]
-    img[touched > 0] = np.nan
-    return img
+        img = _sample(data, x, y, 3)
+    else:
+        filled = np.where(blank, np.nanmedian(data) if (~blank).any() else 0.0, data)
+        img = _sample(filled, x, y, 3)
+        img[_sample(blank.astype(np.float32), x, y, 1) > 0] = np.nan
+    img[off] = np.nan
+    return img.reshape(size, size).astype(np.float32)
 
 
 def cut_object(frames: FrameSet, bands: tuple[str, ...], ra: float, dec: float, size: int,
