@@ -182,7 +182,8 @@ class Run:
 
     def predict(self, store: str | Path, out: str | Path, split: str = "all",
                 batch_size: int = 256, overwrite: bool = False,
-                embedding: bool = False, tta: int = 1, precision: str | None = None) -> dict:
+                embedding: bool = False, tta: int = 1, precision: str | None = None,
+                device: str | None = None) -> dict:
         """Write a catalog of class probabilities for every object of a store (resumable;
         under `astrotransfer launch` each rank predicts a shard and rank 0 merges).
 
@@ -195,8 +196,10 @@ class Run:
             embedding: add ``emb_*`` feature columns.
             tta: test-time augmentation: the mean over 1 (off), 2 (flip), 4 (rotations)
                 or 8 (both) views of each cutout; costs that many forward passes.
-            precision: ``"auto"`` (bf16 autocast where the CPU/GPU runs bf16 natively,
-                else fp32), ``"fp32"`` or ``"bf16"``; None reads $ASTROTRANSFER_PRECISION.
+            precision: ``"auto"`` (ONNX Runtime fp32 on the CPU when installed, else torch
+                fp32), ``"fp32"``, ``"bf16"`` (autocast) or ``"onnx"``; None reads
+                $ASTROTRANSFER_PRECISION.
+            device: ``"cpu"``, ``"cuda"`` or None (a GPU when there is one, else the CPU).
 
         Returns:
             ``{"catalog": path or None on ranks > 0, "n": rows, "resumed_chunks": k}``.
@@ -210,7 +213,7 @@ class Run:
         rank, world, _ = ranks()
         return predict_catalog(self._single("predict").path, Path(store), Path(out), split,
                                batch_size, overwrite, embedding, rank=rank, world=world,
-                               tta=tta, precision=precision)
+                               tta=tta, precision=precision, device=device)
 
     def export(self, out: str | Path, format: str = "onnx") -> Path:
         """Write the run's model for other runtimes; only ``format="onnx"`` so far.

@@ -110,8 +110,8 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
 
 
 def image_chunks(store: CutoutStore, indices: np.ndarray, bands: list[int], image_size: int,
-                 batch_size: int, extra: Callable[[np.ndarray], dict] | None = None
-                 ) -> Iterator[tuple[np.ndarray, torch.Tensor, dict]]:
+                 batch_size: int, extra: Callable[[np.ndarray], dict] | None = None,
+                 pin: bool = False) -> Iterator[tuple[np.ndarray, torch.Tensor, dict]]:
     """(rows, model-ready images, extra columns) per chunk of `batch_size` rows, in order.
 
     Consecutive chunks whose rows fall within one zarr chunk's span are read together: zarr
@@ -130,6 +130,8 @@ def image_chunks(store: CutoutStore, indices: np.ndarray, bands: list[int], imag
         for b in range(0, len(block), batch_size):
             x = resize(torch.from_numpy(np.ascontiguousarray(
                 take_bands(images[b:b + batch_size], bands))), image_size)
+            if pin:  # page-locked in the reader thread: the copy to the GPU is asynchronous
+                x = x.pin_memory()
             yield block[b:b + batch_size], x, {k: v[b:b + batch_size] for k, v in cols.items()}
         start = stop
 
@@ -157,7 +159,8 @@ def stream_chunks(model, store: CutoutStore, indices: np.ndarray, bands: list[in
                   extra: Callable[[np.ndarray], dict] | None = None):
     """`stream_predictions` plus per-chunk `extra(rows)` columns read by the same thread."""
     device = device or torch.device("cpu")
-    chunks = image_chunks(store, indices, bands, image_size, batch_size, extra)
+    chunks = image_chunks(store, indices, bands, image_size, batch_size, extra,
+                          pin=device.type == "cuda")
     for rows, x, cols in prefetch(chunks, prefetch_depth):
         probs, feats = forward_batch(model, x, device, with_features)
         yield rows, probs, feats, cols
@@ -175,7 +178,8 @@ def forward_batch(model, x: torch.Tensor, device: torch.device, with_features: b
         probs, feats = model.onnx_runner(x.numpy())
         return probs, feats if with_features else None
     with autocast(model, device):
-        feats = features(model, x.to(device).contiguous(memory_format=torch.channels_last))
+        x = x.to(device, non_blocking=x.is_pinned())
+        feats = features(model, x.contiguous(memory_format=torch.channels_last))
         logits = classify(model, feats)
     probs = torch.softmax(logits.float(), dim=1)
     return probs.cpu().numpy(), feats.float().cpu().numpy() if with_features else None
