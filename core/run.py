@@ -230,7 +230,7 @@ class Run:
         Example:
             >>> run.export("gz1.onnx")                                     # doctest: +SKIP
         """
-        from .engine.inference.onnx_runtime import export_run
+        from .engine.inference.export import export_run
 
         if format != "onnx":
             raise UserError(f"--format {format} is not supported; use onnx")
