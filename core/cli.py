@@ -169,14 +169,16 @@ def predict(run: RunArg, data: DataOpt,
             overwrite: Annotated[bool, typer.Option(help="replace an existing catalog")] = False,
             tta: TtaOpt = 1,
             precision: Annotated[Optional[str], typer.Option(
-                help="auto (bf16 where the hardware runs it natively, else fp32) | fp32 | "
-                     "bf16 [$ASTROTRANSFER_PRECISION or auto]")] = None):
+                help="auto (ONNX Runtime fp32 on CPU where installed, else torch fp32) | fp32 | "
+                     "bf16 | onnx [$ASTROTRANSFER_PRECISION or auto]")] = None,
+            device: Annotated[Optional[str], typer.Option(
+                help="cpu | cuda[:N] [a GPU when one is visible, else the CPU]")] = None):
     """Write a catalog of class probabilities for every object of a store (resumable)."""
     from .api import load_run
 
     # under `astrotransfer launch`, each rank predicts a shard and rank 0 merges
     res = load_run(run).predict(data, out, split, batch_size, overwrite, embedding, tta=tta,
-                                precision=precision)
+                                precision=precision, device=device)
     if res["catalog"] is None:  # a non-zero rank: rank 0 merges and reports
         return
     console.print(f"[green]wrote[/] {res['catalog']}: {res['n']} rows"
