@@ -209,10 +209,11 @@ def cut_band(frames: FrameSet, band: str, ra: float, dec: float, grid, opts) -> 
     out_wcs, world, size = grid
     choices = []
     for f in frames.near(band, _unit(ra, dec)):
-        x, y = f.wcs.world_to_pixel_values(*world)
+        # the stamp's pixels and the object's centre in one WCS call
+        px, py = f.wcs.world_to_pixel_values(np.append(world[0], ra), np.append(world[1], dec))
+        x, y, cx, cy = px[:-1], py[:-1], px[-1], py[-1]
         ny, nx = f.shape
         inside = (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)
-        cx, cy = f.wcs.world_to_pixel_values(ra, dec)
         depth = min(cx + 0.5, nx - 0.5 - cx, cy + 0.5, ny - 0.5 - cy)
         if depth > 0:
             choices.append((f, inside.reshape(size, size), depth, (x, y)))

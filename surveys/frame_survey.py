@@ -30,6 +30,10 @@ class FrameSource(IngestSource):
     pad_edges: bool = False
     blank_zero: bool = False
     max_missing: int = 0
+    # load() reads frames by path through this source's own FrameSet cache, empty when the
+    # decode workers are forked: each worker decompresses a frame
+    # at most once and holds at most one per band
+    load_in_workers = True
 
     def candidates(self) -> list[Candidate]:
         return list(self.rows)
