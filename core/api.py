@@ -28,7 +28,7 @@ __all__ = ["ingest", "train", "load_run", "open_store", "list_plugins", "aggrega
            "store_labels", "FrozenHead", "Run", "CutoutStore", "TrainConfig"]
 
 INGEST_DEFAULTS = {"split_fractions": (0.8, 0.1, 0.1), "split_seed": 0, "batch_size": 256,
-                   "strict": False, "overwrite": False, "dtype": "float32"}
+                   "strict": False, "overwrite": False, "dtype": "float32", "workers": None}
 
 
 def open_store(path: str | Path) -> CutoutStore:
@@ -59,7 +59,8 @@ def ingest(survey: str, out: str | Path, **options: Any) -> CutoutStore:
         **options: the survey's own options (those of ``astrotransfer ingest SURVEY
             --help``, with underscores) and the common ones: ``split_fractions``
             (tuple or ``"0.8,0.1,0.1"``), ``split_seed``, ``batch_size``, ``strict``,
-            ``overwrite``, ``dtype`` (``"float32"`` or ``"float16"``).
+            ``overwrite``, ``dtype`` (``"float32"`` or ``"float16"``), ``workers``
+            (decode processes; None: one per core for surveys that allow it).
 
     Returns:
         The finished store, opened read-only; ``store.attrs["ingest"]`` records the run.

@@ -170,16 +170,32 @@ def predict(run: RunArg, data: DataOpt,
             batch_size: Annotated[int, typer.Option(help="objects per chunk")] = 256,
             embedding: Annotated[bool, typer.Option(help="add emb_* feature columns")] = False,
             overwrite: Annotated[bool, typer.Option(help="replace an existing catalog")] = False,
-            tta: TtaOpt = 1):
+            tta: TtaOpt = 1,
+            precision: Annotated[Optional[str], typer.Option(
+                help="auto (ONNX Runtime fp32 on CPU where installed, else torch fp32) | fp32 | "
+                     "bf16 | onnx [$ASTROTRANSFER_PRECISION or auto]")] = None,
+            device: Annotated[Optional[str], typer.Option(
+                help="cpu | cuda[:N] [a GPU when one is visible, else the CPU]")] = None):
     """Write a catalog of class probabilities for every object of a store (resumable)."""
     from .api import load_run
 
     # under `astrotransfer launch`, each rank predicts a shard and rank 0 merges
-    res = load_run(run).predict(data, out, split, batch_size, overwrite, embedding, tta=tta)
+    res = load_run(run).predict(data, out, split, batch_size, overwrite, embedding, tta=tta,
+                                precision=precision, device=device)
     if res["catalog"] is None:  # a non-zero rank: rank 0 merges and reports
         return
     console.print(f"[green]wrote[/] {res['catalog']}: {res['n']} rows"
                   + (f" (resumed after {res['resumed_chunks']} chunks)" if res["resumed_chunks"] else ""))
+
+
+@app.command()
+def export(run: RunArg,
+           out: Annotated[Path, typer.Option("--out", help="the file to write, e.g. model.onnx")],
+           format: Annotated[str, typer.Option("--format", help="onnx")] = "onnx"):
+    """Export a run's model for ONNX Runtime (images → features, probabilities)."""
+    from .api import load_run
+
+    console.print(f"[green]wrote[/] {load_run(run).export(out, format)}")
 
 
 @app.command()

@@ -23,6 +23,8 @@ COMMON = [
     Option("dtype", str, "float32", "stored pixel type: float32 or float16"),
     Option("strict", bool, False, "fail on the first unusable object instead of skipping it"),
     Option("overwrite", bool, False, "replace an existing store"),
+    Option("workers", int, None, "decode processes for surveys that allow it [one per core]; "
+                                 "1 decodes in the ingest process"),
 ]
 
 

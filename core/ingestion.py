@@ -20,6 +20,7 @@ import numpy as np
 
 from . import __version__
 from .errors import SkipObject, UserError, check_output_folder
+from .ingest_workers import IngestLoader, default_workers
 from .progress import progress_bar
 from .store import SPLITS, CutoutStore, locked
 from .survey import Candidate, IngestSource
@@ -92,7 +93,22 @@ def _dedupe(candidates: list[Candidate]) -> tuple[list[Candidate], list[tuple[st
 
 def run_ingest(source: IngestSource, out: Path, *, split_fractions=(0.8, 0.1, 0.1),
                split_seed: int = 0, batch_size: int = 256, strict: bool = False,
-               overwrite: bool = False, dtype: str = "float32") -> IngestSummary:
+               overwrite: bool = False, dtype: str = "float32",
+               workers: int | None = None) -> IngestSummary:
+    """Ingest `source` into the store `out`, resuming a killed run's `<out>.partial`.
+
+    Args:
+        source: an opened survey input (`Survey.open`).
+        out: the store folder to create.
+        workers: decode processes for sources that allow it (`load_in_workers`); None
+            means one per core, 0 or 1 decodes in this process.
+
+    Returns:
+        The counts of this call (`IngestSummary`).
+
+    Example:
+        >>> run_ingest(ImagesSurvey().open(images="stamps"), Path("s.zarr"))  # doctest: +SKIP
+    """
     t0 = time.perf_counter()
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
@@ -109,15 +125,25 @@ def run_ingest(source: IngestSource, out: Path, *, split_fractions=(0.8, 0.1, 0.
         raise UserError(f"object {dupes[0][0]}: {dupes[0][1]} ({len(dupes)} repeated id(s); "
                         f"--strict turns skips into errors; drop --strict to keep the first "
                         f"row of each id)")
+    if workers is None:
+        workers = default_workers(source)
+    elif workers < 0:
+        raise UserError(f"--workers {workers} must be 0 or more (0 or 1: decode in this process)")
+    if not getattr(source, "load_in_workers", False):
+        workers = 0
+    shape = (len(source.bands), source.image_size, source.image_size)
+    loader = IngestLoader(source, shape, _load, workers)
+    loader.start()  # forked before the lock below, so no worker inherits the lock
     try:
         partial.mkdir()
         created = True
     except FileExistsError:  # a killed run to resume, or another ingest holding the lock
         created = False
     try:
-        with locked(partial, "store"):
+        with loader, locked(partial, "store"):
             summary = _ingest_locked(source, partial, candidates, dupes, created,
-                                     split_fractions, split_seed, batch_size, strict, dtype)
+                                     split_fractions, split_seed, batch_size, strict, dtype,
+                                     loader)
             if overwrite and out.exists():
                 shutil.rmtree(out)
             os.replace(partial, out)
@@ -131,8 +157,8 @@ def run_ingest(source: IngestSource, out: Path, *, split_fractions=(0.8, 0.1, 0.
 
 
 def _ingest_locked(source, partial, candidates, dupes, created, fractions, split_seed,
-                   batch_size, strict, dtype) -> IngestSummary:
-    shape = (len(source.bands), source.image_size, source.image_size)
+                   batch_size, strict, dtype, loader: IngestLoader) -> IngestSummary:
+    shape = loader.shape
     if created or not (partial / "zarr.json").exists():
         store = CutoutStore.create(partial, _store_attrs(source, fractions, split_seed), shape, dtype)
     else:
@@ -152,19 +178,16 @@ def _ingest_locked(source, partial, candidates, dupes, created, fractions, split
         reasons[_reason_key(r)] = reasons.get(_reason_key(r), 0) + 1
     with progress_bar(f"ingest {source.survey}", total=len(candidates)) as advance:
         advance(n_resumed)
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
+        for batch in loader.batches(todo, batch_size):
             rows = {k: [] for k in ("images", "object_id", "ra", "dec", "label", "split", "flags")}
             skips: list[tuple[str, str]] = []
-            for cand in batch:
-                try:
-                    image, flags = _load(source, cand, shape)
-                except SkipObject as exc:
+            for cand, image, flags, why in batch:
+                if why is not None:
                     if strict:
-                        raise UserError(f"object {cand.object_id}: {exc} (--strict turns skips "
-                                        f"into errors; drop --strict to skip such objects)") from None
-                    skips.append((cand.object_id, str(exc)))
-                    reasons[_reason_key(str(exc))] = reasons.get(_reason_key(str(exc)), 0) + 1
+                        raise UserError(f"object {cand.object_id}: {why} (--strict turns skips "
+                                        f"into errors; drop --strict to skip such objects)")
+                    skips.append((cand.object_id, why))
+                    reasons[_reason_key(why)] = reasons.get(_reason_key(why), 0) + 1
                     continue
                 rows["images"].append(image)
                 rows["object_id"].append(cand.object_id)
@@ -173,7 +196,8 @@ def _ingest_locked(source, partial, candidates, dupes, created, fractions, split
                 rows["label"].append(cand.label)
                 rows["split"].append(assign_split(cand.object_id, split_seed, fractions))
                 rows["flags"].append(flags)
-            arrays = {k: np.asarray(v) for k, v in rows.items()} if rows["object_id"] else {}
+            arrays = ({k: (np.stack(v) if k == "images" else np.asarray(v))
+                       for k, v in rows.items()} if rows["object_id"] else {})
             store.commit(arrays, skips)
             advance(len(batch))
     if pending_dupes:

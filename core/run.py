@@ -182,7 +182,8 @@ class Run:
 
     def predict(self, store: str | Path, out: str | Path, split: str = "all",
                 batch_size: int = 256, overwrite: bool = False,
-                embedding: bool = False, tta: int = 1) -> dict:
+                embedding: bool = False, tta: int = 1, precision: str | None = None,
+                device: str | None = None) -> dict:
         """Write a catalog of class probabilities for every object of a store (resumable;
         under `astrotransfer launch` each rank predicts a shard and rank 0 merges).
 
@@ -195,6 +196,10 @@ class Run:
             embedding: add ``emb_*`` feature columns.
             tta: test-time augmentation: the mean over 1 (off), 2 (flip), 4 (rotations)
                 or 8 (both) views of each cutout; costs that many forward passes.
+            precision: ``"auto"`` (ONNX Runtime fp32 on the CPU when installed, else torch
+                fp32), ``"fp32"``, ``"bf16"`` (autocast) or ``"onnx"``; None reads
+                $ASTROTRANSFER_PRECISION.
+            device: ``"cpu"``, ``"cuda"`` or None (a GPU when there is one, else the CPU).
 
         Returns:
             ``{"catalog": path or None on ranks > 0, "n": rows, "resumed_chunks": k}``.
@@ -208,7 +213,28 @@ class Run:
         rank, world, _ = ranks()
         return predict_catalog(self._single("predict").path, Path(store), Path(out), split,
                                batch_size, overwrite, embedding, rank=rank, world=world,
-                               tta=tta)
+                               tta=tta, precision=precision, device=device)
+
+    def export(self, out: str | Path, format: str = "onnx") -> Path:
+        """Write the run's model for other runtimes; only ``format="onnx"`` so far.
+
+        Args:
+            out: the file to write (``.onnx``).
+            format: ``"onnx"``: inputs ``images`` (N, C, H, W) float32 scaled as the store's
+                cutouts and resized to the run's image size; outputs ``features`` and
+                ``probabilities`` (equal to the run's within 1e-4).
+
+        Returns:
+            The path written.
+
+        Example:
+            >>> run.export("gz1.onnx")                                     # doctest: +SKIP
+        """
+        from .engine.inference.export import export_run
+
+        if format != "onnx":
+            raise UserError(f"--format {format} is not supported; use onnx")
+        return export_run(self._single("export").path, Path(out))
 
     def predict_array(self, images: np.ndarray, batch_size: int = 256,
                       tta: int = 1) -> np.ndarray:

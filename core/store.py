@@ -23,6 +23,7 @@ from typing import Iterator
 
 import numpy as np
 import zarr
+from zarr.codecs import ZstdCodec
 
 from .errors import UserError
 
@@ -64,12 +65,18 @@ class CutoutStore:
     def create(cls, path: Path, attrs: dict, image_shape: tuple[int, int, int],
                dtype: str = "float32", chunk_n: int | None = None) -> "CutoutStore":
         c, h, w = image_shape
-        if chunk_n is None:  # about 4 MB per chunk keeps reads efficient for any cutout size
-            chunk_n = max(16, min(4096, (4 << 20) // (c * h * w * np.dtype(dtype).itemsize)))
+        if chunk_n is None:  # about 2-4 MB per chunk keeps reads efficient for any cutout size;
+            # a power of two, so ingest batches of 256 fill whole chunks (no chunk is read
+            # back, merged and compressed again at the next batch)
+            fit = max(16, min(4096, (4 << 20) // (c * h * w * np.dtype(dtype).itemsize)))
+            chunk_n = 1 << (fit.bit_length() - 1)
         # "a", not "w": "w" deletes and recreates the folder, which would orphan the lock
         # a writer holds on it
         group = zarr.open_group(str(path), mode="a")
-        group.create_array("images", shape=(0, c, h, w), chunks=(chunk_n, c, h, w), dtype=dtype)
+        # zstd's fast level -1: 2x cheaper to write than the default level 3 for 20 % more
+        # disk (GZ1 cutouts); at level 3 compressing cost as much CPU as decoding the JPEGs
+        group.create_array("images", shape=(0, c, h, w), chunks=(chunk_n, c, h, w), dtype=dtype,
+                           compressors=ZstdCodec(level=-1))
         for name, dt in PER_OBJECT.items():
             group.create_array(name, shape=(0,), chunks=(max(chunk_n, 4096),), dtype=dt)
         skipped = group.create_group("skipped")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -63,6 +63,10 @@ class IngestSource:
     class_names: list[str] = field(default_factory=list)
     normalization: str = "none"
     extra_attrs: dict[str, Any] = field(default_factory=dict)
+    # True when load() depends only on the candidate and this source's own state (no open
+    # file handles shared between calls, no order dependence): the ingest may then call it
+    # in forked worker processes, one per core (`--workers`)
+    load_in_workers: ClassVar[bool] = False
 
     def candidates(self) -> list[Candidate]:
         raise NotImplementedError

@@ -3,11 +3,17 @@
 Shared by every FITS survey (sdss, des, hst-phangs, lsst) through `frame_survey.FrameSurvey`.
 
 Alignment. Each band is cut from its own frame with that frame's own WCS, by RA/Dec, then
-resampled with `reproject` onto one output grid per object: a north-up, east-left tangent
-plane centred on the object, at the survey pixel scale. Bands whose frames are rotated,
-flipped or sampled differently therefore line up on the sky pixel for pixel. Only a
-`Cutout2D` slightly larger than the output is resampled, so a 10k x 10k tile costs no more
-than a stamp (compressed `.fits.fz` tiles are read tile-by-tile through `.section`).
+resampled (bicubic, as `reproject_interp` does) onto one output grid per object: a north-up,
+east-left tangent plane centred on the object, at the survey pixel scale. Bands whose frames
+are rotated, flipped or sampled differently therefore line up on the sky pixel for pixel.
+The frame position of every output pixel is computed once per band (it also decides whether
+the stamp lies inside the frame), and only the frame pixels under it, plus a margin, are
+read and interpolated, so a 10k x 10k tile costs no more per object than a stamp.
+
+Reading. Objects are visited frame by frame (`FrameSet.frame_order`); a tile-compressed
+(`.fits.fz`) or stream-compressed (.gz/.bz2) frame is decompressed once, whole, and kept
+while its objects are cut (one frame per band at a time, `MAX_DECOMPRESSED_BYTES` at most),
+instead of decompressing the tile rows under every stamp again for every object.
 
 Frames. `open()` reads every frame header once: band, WCS, shape, and obvious damage (a
 truncated file, no celestial WCS). Pixels are read lazily per object and cached. Bad frames
@@ -30,31 +36,27 @@ whose name and FILTER header name different bands is refused rather than guessed
 from __future__ import annotations
 
 import glob
-import math
 import re
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from astropy.coordinates import SkyCoord
 from astropy.io import fits
-from astropy.nddata import Cutout2D
 from astropy.wcs import WCS, FITSFixedWarning
-from astropy.wcs.utils import proj_plane_pixel_area, proj_plane_pixel_scales
-from reproject import reproject_interp
+from astropy.wcs.utils import proj_plane_pixel_area
+from scipy.ndimage import map_coordinates
 
 from astrotransfer.errors import SkipObject, UserError
 from astrotransfer.survey import FLAG_BAND_MISSING, FLAG_NAN_FILLED, FLAG_PADDED
 
 from .file_guards import stream_frame_problem
+from .frame_set import FrameSet
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.fz", ".fits.gz", ".fit.gz",
                  ".fits.bz2", ".fit.bz2")
 HEADER_BAND_KEYS = ("FILTER", "BAND", "FILTER1", "FILTER2")
 BLANK_LIMIT = 0.5  # more than this fraction of the central region blank: no usable data
-MAX_OPEN_FRAMES = 24  # pixel sources kept open; enough for every band of a few fields
 
 
 def is_fits_name(path: Path) -> bool:
@@ -194,62 +196,6 @@ def output_wcs(ra: float, dec: float, size: int, scale_arcsec: float) -> WCS:
     return w
 
 
-class FrameSet:
-    """All frames of a run, indexed by band, with a small cache of open pixel sources."""
-
-    def __init__(self, frames: list[Frame]):
-        self.frames = frames
-        self.by_band: dict[str, list[Frame]] = {}
-        for f in frames:
-            if f.band is not None and f.wcs is not None:
-                self.by_band.setdefault(f.band, []).append(f)
-        self._vec = {b: np.array([f.center for f in fs]) for b, fs in self.by_band.items()}
-        self._cos = {b: np.array([f.cos_radius for f in fs]) for b, fs in self.by_band.items()}
-        self._cache: OrderedDict = OrderedDict()
-
-    def __getstate__(self):  # worker processes reopen files themselves
-        return {**self.__dict__, "_cache": OrderedDict()}
-
-    def __del__(self):
-        for hdul, _ in getattr(self, "_cache", {}).values():
-            if hdul is not None:
-                hdul.close()
-
-    def problems(self, band: str | None = None, unplaced: bool = False) -> list[str]:
-        """Frame problems; `unplaced`: only frames that could not be put on the sky."""
-        return [f"{f.name}: {f.error}" for f in self.frames
-                if f.error and (band is None or f.band in (band, None))
-                and not (unplaced and f.wcs is not None)]
-
-    def near(self, band: str, vec: np.ndarray) -> list[Frame]:
-        if band not in self.by_band:
-            return []
-        hit = self._vec[band] @ vec >= self._cos[band]
-        return [f for f, h in zip(self.by_band[band], hit) if h]
-
-    def pixels(self, frame: Frame):
-        """The frame's pixel source: a lazy `.section`, or the whole array for .gz/.bz2."""
-        if frame.path in self._cache:
-            self._cache.move_to_end(frame.path)
-            return self._cache[frame.path][1]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            hdul = fits.open(frame.path, memmap=True)
-            hdu = hdul[frame.hdu]
-            if frame.path.suffix.lower() in (".gz", ".bz2"):  # streams: no cheap seeking
-                src = np.asarray(hdu.data, dtype=np.float32)
-                hdul.close()
-                hdul = None
-            else:
-                src = hdu.section
-        self._cache[frame.path] = (hdul, src)
-        while len(self._cache) > MAX_OPEN_FRAMES:
-            old, _ = self._cache.popitem(last=False)[1]
-            if old is not None:
-                old.close()
-        return src
-
-
 @dataclass
 class BandResult:
     image: np.ndarray | None = None
@@ -263,20 +209,21 @@ def cut_band(frames: FrameSet, band: str, ra: float, dec: float, grid, opts) -> 
     out_wcs, world, size = grid
     choices = []
     for f in frames.near(band, _unit(ra, dec)):
-        x, y = f.wcs.world_to_pixel_values(*world)
+        # the stamp's pixels and the object's centre in one WCS call
+        px, py = f.wcs.world_to_pixel_values(np.append(world[0], ra), np.append(world[1], dec))
+        x, y, cx, cy = px[:-1], py[:-1], px[-1], py[-1]
         ny, nx = f.shape
         inside = (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)
-        cx, cy = f.wcs.world_to_pixel_values(ra, dec)
         depth = min(cx + 0.5, nx - 0.5 - cx, cy + 0.5, ny - 0.5 - cy)
         if depth > 0:
-            choices.append((f, inside.reshape(size, size), depth))
+            choices.append((f, inside.reshape(size, size), depth, (x, y)))
     if not choices:
         return BandResult(uncovered=True)
     tag = opts["tag"]
     choices.sort(key=lambda c: (c[0].error is None, bool(tag) and c[0].tag == tag,
                                 bool(c[1].all()), c[2]), reverse=True)
     failures: list[BandResult] = []
-    for f, inside, _ in choices:
+    for f, inside, _, xy in choices:
         if f.error:
             failures.append(BandResult(reason=f"frame {f.name} unreadable: band {band}, {f.error}"))
             continue
@@ -286,12 +233,12 @@ def cut_band(frames: FrameSet, band: str, ra: float, dec: float, grid, opts) -> 
                 f"% of the stamp is off the image; --pad-edges pads instead)")))
             continue
         try:
-            cut = _read_cutout(frames, f, ra, dec, grid)
+            region, xy_in = _read_region(frames, f, *xy)
         except Exception as exc:  # damaged since open(): remember, so later objects skip fast
             f.error = f"{type(exc).__name__}: {exc}"
             failures.append(BandResult(reason=f"frame {f.name} unreadable: band {band}, {f.error}"))
             continue
-        res = _resample(cut, f.name, band, grid, inside, opts["blank_zero"])
+        res = _resample(region, xy_in, f, band, grid, inside, opts["blank_zero"])
         if res.image is not None:
             return res
         failures.append(res)
@@ -299,35 +246,44 @@ def cut_band(frames: FrameSet, band: str, ra: float, dec: float, grid, opts) -> 
     return real[0] if real else failures[0]
 
 
-def _read_cutout(frames: FrameSet, f: Frame, ra: float, dec: float, grid) -> Cutout2D:
-    """The frame pixels under the stamp (its diagonal plus an interpolation margin)."""
-    out_wcs, _, size = grid
-    scale = float(abs(out_wcs.wcs.cdelt[1])) * 3600.0
-    frame_scale = float(np.mean(proj_plane_pixel_scales(f.wcs))) * 3600.0
-    half = size * scale * math.sqrt(0.5) / frame_scale + 3
-    return Cutout2D(frames.pixels(f), SkyCoord(ra, dec, unit="deg"), 2 * math.ceil(half) + 1,
-                    wcs=f.wcs, mode="trim", copy=True)
+MARGIN = 10  # frame pixels read beyond the stamp's footprint: the bicubic spline's reach
 
 
-def _resample(cut: Cutout2D, name: str, band: str, grid, inside, blank_zero) -> BandResult:
+def _read_region(frames: FrameSet, f: Frame, x: np.ndarray, y: np.ndarray):
+    """The frame pixels under the stamp plus MARGIN, and the stamp's pixel coordinates in
+    that region. `x`, `y` are where each output pixel falls in the frame (0-based), already
+    computed by `cut_band`, so no second WCS transform is needed."""
+    ny, nx = f.shape
+    x0 = max(0, int(np.floor(np.nanmin(x))) - MARGIN)
+    x1 = min(nx, int(np.ceil(np.nanmax(x))) + MARGIN + 1)
+    y0 = max(0, int(np.floor(np.nanmin(y))) - MARGIN)
+    y1 = min(ny, int(np.ceil(np.nanmax(y))) + MARGIN + 1)
+    region = np.array(frames.pixels(f)[y0:y1, x0:x1], dtype=np.float32)
+    # points beyond the frame (not just beyond the region) are what must come back blank
+    off = (x < -0.5) | (x > nx - 0.5) | (y < -0.5) | (y > ny - 0.5)
+    return region, (x - x0, y - y0, off)
+
+
+def _resample(region: np.ndarray, xy_in, f: Frame, band: str, grid, inside,
+              blank_zero) -> BandResult:
     """Onto the output grid; blank pixels filled (flagged) unless the core is mostly blank."""
     out_wcs, _, size = grid
-    data = np.asarray(cut.data, dtype=np.float32)
+    data = region
     if blank_zero:  # drizzled mosaics mark "no exposure" with exact zeros, not NaN
         data = np.where(data == 0.0, np.float32(np.nan), data)
-    img = _interpolate(data, cut.wcs, out_wcs, size)
+    img = _interpolate(data, xy_in, size)
     # Interpolation samples surface brightness per *frame* pixel; a band observed at a
     # coarser or finer scale must be brought to flux per *output* pixel, or its colour
     # against the other bands is off by the pixel-area ratio.
-    img *= proj_plane_pixel_area(out_wcs) / proj_plane_pixel_area(cut.wcs)
+    img *= abs(out_wcs.wcs.cdelt[0] * out_wcs.wcs.cdelt[1]) / _pixel_area(f)  # deg² ratio
     blank = inside & ~np.isfinite(img)
     q = size // 4
     central = blank[q:size - q, q:size - q].mean()
     if central > BLANK_LIMIT:
         if blank_zero:
-            return BandResult(uncovered=True, reason=f"no data at the object in {name}")
+            return BandResult(uncovered=True, reason=f"no data at the object in {f.name}")
         return BandResult(reason=f"mostly blank: band {band}, {100 * central:.0f}% of the "
-                                 f"central region is NaN/masked in frame {name}")
+                                 f"central region is NaN/masked in frame {f.name}")
     flags = 0
     if blank.any():
         img[blank] = np.nanmedian(img[inside & ~blank]) if (inside & ~blank).any() else 0.0
@@ -338,23 +294,37 @@ def _resample(cut: Cutout2D, name: str, band: str, grid, inside, blank_zero) -> 
     return BandResult(image=img.astype(np.float32), flags=flags)
 
 
-def _interpolate(data: np.ndarray, wcs: WCS, out_wcs: WCS, size: int) -> np.ndarray:
-    """Bicubic resampling, NaN where the input was blank.
+def _pixel_area(f: Frame) -> float:
+    if getattr(f, "_area", None) is None:
+        f._area = float(proj_plane_pixel_area(f.wcs))
+    return f._area
+
+
+def _sample(data: np.ndarray, x: np.ndarray, y: np.ndarray, order: int) -> np.ndarray:
+    ny, nx = data.shape
+    coords = np.array([np.clip(y, 0, ny - 1), np.clip(x, 0, nx - 1)])
+    return map_coordinates(data, coords, order=order, mode="nearest")
+
+
+def _interpolate(data: np.ndarray, xy_in, size: int) -> np.ndarray:
+    """Bicubic resampling at the given frame coordinates, NaN where the input was blank or
+    beyond the frame: what `reproject_interp(order="bicubic")` computes, without building
+    WCS transforms again for every object and band.
 
     Bicubic keeps a well-sampled PSF's peak (bilinear flattens it by several sigma on bright
     objects), but its spline prefilter spreads one NaN over the whole array; so blank pixels
     are filled before interpolating and put back, through a bilinear map of the blank mask.
     """
+    x, y, off = xy_in
     blank = ~np.isfinite(data)
-    opts = dict(shape_out=(size, size), roundtrip_coords=False)
     if not blank.any():
-        return reproject_interp((data, wcs), out_wcs, order="bicubic", **opts)[0]
-    filled = np.where(blank, np.nanmedian(data) if (~blank).any() else 0.0, data)
-    img = reproject_interp((filled, wcs), out_wcs, order="bicubic", **opts)[0]
-    touched = reproject_interp((blank.astype(np.float32), wcs), out_wcs, order="bilinear",
-                               **opts)[0]
-    img[touched > 0] = np.nan
-    return img
+        img = _sample(data, x, y, 3)
+    else:
+        filled = np.where(blank, np.nanmedian(data) if (~blank).any() else 0.0, data)
+        img = _sample(filled, x, y, 3)
+        img[_sample(blank.astype(np.float32), x, y, 1) > 0] = np.nan
+    img[off] = np.nan
+    return img.reshape(size, size).astype(np.float32)
 
 
 def cut_object(frames: FrameSet, bands: tuple[str, ...], ra: float, dec: float, size: int,

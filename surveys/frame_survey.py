@@ -30,6 +30,10 @@ class FrameSource(IngestSource):
     pad_edges: bool = False
     blank_zero: bool = False
     max_missing: int = 0
+    # load() reads frames by path through this source's own FrameSet cache, empty when the
+    # decode workers are forked: each worker decompresses a frame
+    # at most once and holds at most one per band
+    load_in_workers = True
 
     def candidates(self) -> list[Candidate]:
         return list(self.rows)
@@ -157,6 +161,11 @@ class FrameSurvey(Survey):
             tag = tags[i] if tags is not None else ""
             rows.append(Candidate(oid or f"row{i + 1}", float(pos.ra[i]), float(pos.dec[i]),
                                   int(labels[i]), (skip, tag)))
+        # frame by frame, so each (compressed) frame is read and decompressed once
+        order = frame_set.frame_order(np.array([c.ra for c in rows]),
+                                      np.array([c.dec for c in rows]),
+                                      next((b for b in bands if b in frame_set.by_band), ""))
+        rows = [rows[i] for i in order]
         return FrameSource(
             survey=self.name, bands=bands, pixel_scale=self.pixel_scale, image_size=size,
             psf_fwhm={b: self.psf_fwhm[b] for b in bands}, class_names=class_names,

@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 from astropy.table import Table
-from PIL import Image, UnidentifiedImageError
 
 from astrotransfer.errors import SkipObject, UserError
 from astrotransfer.survey import Candidate, IngestSource, Option, Survey
 
 from .catalogs import parse_coords, read_table
-from .file_guards import check_fits_hdu, check_image_pixels, unsafe_id_reason
+from .file_guards import unsafe_id_reason
+from .stamp_decode import FITS_SUFFIXES, decode_stamp, read_pixels as _read_pixels
 
-EXTENSIONS = (".jpeg", ".jpg", ".png", ".fits", ".fit", ".fits.gz")
+EXTENSIONS = (".jpeg", ".jpg", ".png", *FITS_SUFFIXES)
 
 
 def parse_label_map(text: str | None) -> tuple[dict[str, int], list[str]]:
@@ -63,6 +61,8 @@ def _raw_label(value) -> str:
 
 
 class ImagesSource(IngestSource):
+    load_in_workers = True  # load() reads one file by path: safe in forked decode workers
+
     def __init__(self, files: dict[str, Path], candidates: list[Candidate], crop: int | None,
                  bands: tuple[str, ...], **kw):
         super().__init__(bands=bands, **kw)
@@ -79,47 +79,7 @@ class ImagesSource(IngestSource):
             raise SkipObject(path)
         if path is None:
             raise SkipObject(f"missing file: no image named {cand.object_id}.<ext>")
-        pixels = _read_pixels(path)
-        if pixels.shape[0] != len(self.bands):
-            raise SkipObject(f"wrong band count: {path.name} has {pixels.shape[0]} bands, "
-                             f"the others have {len(self.bands)}")
-        return _crop_resize_scale(pixels, self._crop, self.image_size)
-
-
-def _read_pixels(path: Path) -> np.ndarray:
-    """(C, H, W) float32; corrupt or truncated files become a SkipObject, not a crash."""
-    try:
-        if path.name.lower().endswith((".fits", ".fit", ".fits.gz")):
-            # a truncated file warns ("may have been truncated") and then fails to read: the
-            # failure is the skip reason, so the warning would only be noise on stderr
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with fits.open(path) as hdul:
-                    # chosen by header: touching .data first would allocate what it claims
-                    hdu = next((h for h in hdul if h.is_image and len(h.shape) >= 2
-                                and min(h.shape) > 0), None)
-                    if hdu is None:
-                        raise SkipObject(f"empty FITS: {path.name} has no image data")
-                    check_fits_hdu(hdu, path)
-                    data = np.asarray(hdu.data, dtype=np.float32)
-            return data[None] if data.ndim == 2 else data
-        with Image.open(path) as im:
-            check_image_pixels(im.size, path)  # from the header, before decoding a bomb
-            im.load()  # forces decoding, so a truncated JPEG fails here
-            if im.mode in ("I", "I;16", "I;16L", "I;16B", "F"):  # 16-bit/float grey: one band
-                im = im.convert("F")
-            elif im.mode in ("LA", "1"):  # grey with alpha, or bilevel
-                im = im.convert("L")
-            elif im.mode not in ("L", "RGB"):
-                im = im.convert("RGB")
-            data = np.array(im, dtype=np.float32)  # a writable copy
-        return data[None] if data.ndim == 2 else data.transpose(2, 0, 1)
-    except SkipObject:
-        raise
-    except Image.DecompressionBombError as exc:  # over Pillow's own hard limit
-        raise SkipObject(f"image too large: {path.name} ({exc})") from None
-    except (OSError, UnidentifiedImageError, ValueError, TypeError) as exc:
-        raise SkipObject(f"corrupt image: {path.name} ({exc})") from None
+        return decode_stamp(path, self._crop, self.image_size, len(self.bands))
 
 
 def _position_problems(table, ra_column: str, dec_column: str) -> list:
@@ -153,26 +113,6 @@ def _is_blank(value) -> bool:
     if isinstance(value, (float, np.floating)):
         return not np.isfinite(value)
     return isinstance(value, (str, np.str_, bytes)) and str(value).strip().lower() in ("", "nan")
-
-
-def _crop_resize_scale(pixels: np.ndarray, crop: int | None, size: int) -> np.ndarray:
-    """Centre-crop, resize with antialiasing, then scale each band to [0, 1]."""
-    import torch
-    import torch.nn.functional as F
-
-    c, h, w = pixels.shape
-    if crop and crop < min(h, w):
-        top, left = (h - crop) // 2, (w - crop) // 2
-        pixels = pixels[:, top:top + crop, left:left + crop]
-    t = torch.from_numpy(np.ascontiguousarray(pixels))[None]
-    if t.shape[-1] != size or t.shape[-2] != size:
-        t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    out = t[0].numpy()
-    if not np.isfinite(out).all():
-        raise SkipObject("non-finite pixels: NaN or inf in the image")
-    lo = out.min(axis=(1, 2), keepdims=True)
-    hi = out.max(axis=(1, 2), keepdims=True)
-    return ((out - lo) / np.maximum(hi - lo, 1e-12)).astype(np.float32)
 
 
 GREY, RGB = ("grey",), ("r", "g", "b")

@@ -17,7 +17,8 @@ from .streaming import (as_text, check_compatible, entropy, load_run_model, stre
 def predict_catalog(run_path: Path, data: Path, out: Path, split: str = "all",
                     batch_size: int = 256, overwrite: bool = False,
                     with_embedding: bool = False, rank: int = 0, world: int = 1,
-                    merge_timeout: float = 3600.0, tta: int = 1) -> dict:
+                    merge_timeout: float = 3600.0, tta: int = 1,
+                    precision: str | None = None, device: str | None = None) -> dict:
     """Predict every row of a split into a catalog.
 
     Memory is flat in the number of objects: a background thread reads each chunk's
@@ -29,13 +30,14 @@ def predict_catalog(run_path: Path, data: Path, out: Path, split: str = "all",
     """
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    model, info, run = load_run_model(run_path, tta=tta)
+    dev = pick_device(device)
+    model, info, run = load_run_model(run_path, dev, tta=tta, precision=precision)
     store = CutoutStore.open(data)
     bands = check_compatible(info, store)
     rows = store.indices(split)
     manifest = {"run_id": info["run_id"], "store": str(Path(data).resolve()), "split": split,
                 "n": int(len(rows)), "batch_size": batch_size, "embedding": with_embedding,
-                "tta": tta}
+                "tta": tta, "precision": model.inference_precision}
     writer = PartWriter(Path(out), manifest, overwrite=overwrite, shard=world > 1)
     try:
         n_chunks = (len(rows) + batch_size - 1) // batch_size
@@ -46,7 +48,8 @@ def predict_catalog(run_path: Path, data: Path, out: Path, split: str = "all",
             todo = np.concatenate([rows[i * batch_size:(i + 1) * batch_size] for i in mine]) \
                 if mine else rows[:0]
             chunks = stream_chunks(model, store, todo, bands, info["image_size"], batch_size,
-                                   with_embedding, extra=lambda r: _positions(store, r))
+                                   with_embedding, device=dev,
+                                   extra=lambda r: _positions(store, r))
             for i, (r, probs, feats, cols) in zip(mine, chunks):
                 cols.update({f"p_{c}": probs[:, k].astype(np.float32)
                              for k, c in enumerate(names)})
@@ -103,3 +106,18 @@ def embed_store(run_path: Path, data: Path, split: str = "all", batch_size: int 
         store.write_run_array(info["run_id"], "probabilities", np.concatenate(probs),
                               {**meta, "class_names": json.dumps(info["class_names"])})
     return {"run_id": info["run_id"], "n": int(len(rows)), "dim": int(feats[0].shape[1])}
+
+
+def pick_device(device: str | None):
+    """torch.device for "cpu", "cuda", "cuda:N" or None/"auto" (a GPU when there is one)."""
+    import torch
+
+    name = (device or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA GPU is visible; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {device} is not a device; use auto, cpu or cuda[:N]") from None

@@ -15,20 +15,27 @@ from ..data import resize
 from ..matching import bands_for, label_remap, take_bands
 from ..models import build_model, classify, features, set_tta
 from ..runs import RunDir, load_checkpoint
+from .onnx_runtime import cached_onnx
+from .precision import autocast, resolve_precision
 
 T = TypeVar("T")
 _DONE = object()
 
 
-def load_run_model(run_path: Path | str, device: torch.device | None = None, tta: int = 1):
+def load_run_model(run_path: Path | str, device: torch.device | None = None, tta: int = 1,
+                   precision: str | None = None):
     """The run's best model in eval mode, and its run.json facts.
 
     `tta` > 1 averages that many flips/rotations per cutout (`models.set_tta`). The model
-    is in channels-last memory format, which oneDNN runs faster on CPU.
+    is in channels-last memory format, which oneDNN runs faster on CPU. `precision`
+    (auto, fp32, bf16; see `precision.py`) is stored on the model as
+    `inference_precision`, and every forward pass (`forward_batch`) follows it.
     """
+    inference_precision = resolve_precision(precision, device, tta)
     run = RunDir(Path(run_path))
     info = run.info()
-    ckpt = load_checkpoint(run.best if run.best.exists() else run.last)
+    ckpt_path = run.best if run.best.exists() else run.last
+    ckpt = load_checkpoint(ckpt_path)
     model, _ = build_model(info["backbone"], in_chans=info["in_chans"],
                            num_classes=info["num_classes"], pretrained="none",
                            drop_rate=info.get("drop_rate", 0.0))
@@ -42,6 +49,10 @@ def load_run_model(run_path: Path | str, device: torch.device | None = None, tta
                         f"damaged: restore run.json and the checkpoints, or re-train") from None
     model.eval().to(device or torch.device("cpu"))
     model.to(memory_format=torch.channels_last)
+    model.inference_precision = inference_precision
+    if inference_precision == "onnx":  # exported on first use (forward_batch), then reused
+        model.onnx_source = (run.path, ckpt_path,
+                             (info["in_chans"], info["image_size"], info["image_size"]))
     set_tta(model, tta)
     return model, info, run
 
@@ -99,8 +110,8 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
 
 
 def image_chunks(store: CutoutStore, indices: np.ndarray, bands: list[int], image_size: int,
-                 batch_size: int, extra: Callable[[np.ndarray], dict] | None = None
-                 ) -> Iterator[tuple[np.ndarray, torch.Tensor, dict]]:
+                 batch_size: int, extra: Callable[[np.ndarray], dict] | None = None,
+                 pin: bool = False) -> Iterator[tuple[np.ndarray, torch.Tensor, dict]]:
     """(rows, model-ready images, extra columns) per chunk of `batch_size` rows, in order.
 
     Consecutive chunks whose rows fall within one zarr chunk's span are read together: zarr
@@ -119,6 +130,8 @@ def image_chunks(store: CutoutStore, indices: np.ndarray, bands: list[int], imag
         for b in range(0, len(block), batch_size):
             x = resize(torch.from_numpy(np.ascontiguousarray(
                 take_bands(images[b:b + batch_size], bands))), image_size)
+            if pin:  # page-locked in the reader thread: the copy to the GPU is asynchronous
+                x = x.pin_memory()
             yield block[b:b + batch_size], x, {k: v[b:b + batch_size] for k, v in cols.items()}
         start = stop
 
@@ -146,7 +159,8 @@ def stream_chunks(model, store: CutoutStore, indices: np.ndarray, bands: list[in
                   extra: Callable[[np.ndarray], dict] | None = None):
     """`stream_predictions` plus per-chunk `extra(rows)` columns read by the same thread."""
     device = device or torch.device("cpu")
-    chunks = image_chunks(store, indices, bands, image_size, batch_size, extra)
+    chunks = image_chunks(store, indices, bands, image_size, batch_size, extra,
+                          pin=device.type == "cuda")
     for rows, x, cols in prefetch(chunks, prefetch_depth):
         probs, feats = forward_batch(model, x, device, with_features)
         yield rows, probs, feats, cols
@@ -157,8 +171,17 @@ def forward_batch(model, x: torch.Tensor, device: torch.device, with_features: b
                   ) -> tuple[np.ndarray, np.ndarray | None]:
     """(probabilities, features or None) of one model-ready batch: the single forward path
     that stores (`stream_chunks`) and in-memory arrays (`predict_images`) share."""
-    feats = features(model, x.to(device).contiguous(memory_format=torch.channels_last))
-    probs = torch.softmax(classify(model, feats).float(), dim=1)
+    onnx = getattr(model, "inference_precision", "fp32") == "onnx"
+    if onnx and getattr(model, "tta_views", 1) == 1:
+        if getattr(model, "onnx_runner", None) is None:
+            model.onnx_runner = cached_onnx(model, *model.onnx_source)
+        probs, feats = model.onnx_runner(x.numpy())
+        return probs, feats if with_features else None
+    with autocast(model, device):
+        x = x.to(device, non_blocking=x.is_pinned())
+        feats = features(model, x.contiguous(memory_format=torch.channels_last))
+        logits = classify(model, feats)
+    probs = torch.softmax(logits.float(), dim=1)
     return probs.cpu().numpy(), feats.float().cpu().numpy() if with_features else None
 
 
