@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, interrupt
 from .errors import SkipObject, UserError, check_output_folder
 from .progress import progress_bar
 from .store import SPLITS, CutoutStore, locked
@@ -150,9 +150,12 @@ def _ingest_locked(source, partial, candidates, dupes, created, fractions, split
     reasons: dict[str, int] = {}
     for _, r in already_skipped:
         reasons[_reason_key(r)] = reasons.get(_reason_key(r), 0) + 1
-    with progress_bar(f"ingest {source.survey}", total=len(candidates)) as advance:
+    with progress_bar(f"ingest {source.survey}", total=len(candidates)) as advance, \
+            interrupt.deferred():
         advance(n_resumed)
         for start in range(0, len(todo), batch_size):
+            interrupt.check(f"ingest after {store.n} committed objects of {len(candidates)}",
+                            f"{partial} keeps them: run the same command again to resume")
             batch = todo[start:start + batch_size]
             rows = {k: [] for k in ("images", "object_id", "ra", "dec", "label", "split", "flags")}
             skips: list[tuple[str, str]] = []
