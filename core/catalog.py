@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .errors import UserError, check_output_folder
+from .errors import UserError, check_output_folder, disk_space
 from .store import locked
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".fits": "fits"}
@@ -55,8 +55,9 @@ class PartWriter:
             raise UserError(f"{self.dir} holds parts of a different prediction job; "
                             f"remove it or use another --out")
         tmp = mpath.with_name(f".manifest.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(manifest))
-        os.replace(tmp, mpath)
+        with disk_space(mpath, tmp=tmp):
+            tmp.write_text(json.dumps(manifest))
+            os.replace(tmp, mpath)
 
     def done_chunks(self) -> set[int]:
         """Parts are written under a temporary name and renamed, so any part present is whole."""
@@ -64,12 +65,24 @@ class PartWriter:
 
     def write_chunk(self, i: int, columns: dict[str, np.ndarray]) -> None:
         tmp = self.dir / f".part-{i:06d}.tmp"
-        pq.write_table(pa.table(columns), tmp)
-        os.replace(tmp, self.dir / f"part-{i:06d}.parquet")
+        table = pa.table(columns)
+        with disk_space(self.dir / f"part-{i:06d}.parquet", needed=table.nbytes, tmp=tmp):
+            pq.write_table(table, tmp)
+            os.replace(tmp, self.dir / f"part-{i:06d}.parquet")
 
     def finish(self, n_chunks: int) -> Path:
         parts = [self.dir / f"part-{i:06d}.parquet" for i in range(n_chunks)]
         tmp = self.out.with_name(f".{self.out.name}.tmp")
+        needed = sum(p.stat().st_size for p in parts)  # about the merged size
+        with disk_space(self.out, needed=needed, tmp=tmp):
+            self._merge(parts, tmp)
+            os.replace(tmp, self.out)
+        self.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return self.out
+
+    def _merge(self, parts: list[Path], tmp: Path) -> None:
+        """Stream the parts into `tmp` in the catalog's format, one part in memory."""
         if self.fmt == "parquet":
             with pq.ParquetWriter(tmp, pq.read_schema(parts[0])) as w:
                 for p in parts:
@@ -80,10 +93,6 @@ class PartWriter:
                     w.write_table(pq.read_table(p))
         else:
             write_fits_streaming(parts, tmp)
-        os.replace(tmp, self.out)
-        self.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        return self.out
 
     def close(self) -> None:
         if self._lock is not None:

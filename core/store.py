@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 import zarr
 
-from .errors import UserError
+from .errors import UserError, disk_space
 
 STORE_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -173,15 +173,17 @@ class CutoutStore:
         """Append a batch of rows (and skip records) and commit them with one attribute write."""
         n0 = self.n
         k = len(rows["object_id"]) if rows else 0
-        if k:
-            self._write_rows(n0, k, rows)
-        s0 = int(self.group.attrs.get("n_skipped", 0))
-        if skipped:
-            for j, name in enumerate(("object_id", "reason")):
-                arr = self.group[f"skipped/{name}"]
-                arr.resize((s0 + len(skipped),))
-                arr[s0:] = np.array([s[j] for s in skipped], dtype=object).astype(str)
-        self.group.attrs.update({"n_committed": n0 + k, "n_skipped": s0 + len(skipped)})
+        needed = int(np.asarray(rows["images"]).size * self.images.dtype.itemsize) if k else None
+        with disk_space(self.path, needed=needed):  # rows past n_committed are garbage anyway
+            if k:
+                self._write_rows(n0, k, rows)
+            s0 = int(self.group.attrs.get("n_skipped", 0))
+            if skipped:
+                for j, name in enumerate(("object_id", "reason")):
+                    arr = self.group[f"skipped/{name}"]
+                    arr.resize((s0 + len(skipped),))
+                    arr[s0:] = np.array([s[j] for s in skipped], dtype=object).astype(str)
+            self.group.attrs.update({"n_committed": n0 + k, "n_skipped": s0 + len(skipped)})
 
     def _write_rows(self, n0: int, k: int, rows: dict[str, np.ndarray]) -> None:
         images = self.images

@@ -20,22 +20,40 @@ from typing import Any
 import torch
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, disk_space
 
 CHECKPOINT_FORMAT = 1
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text under a temporary name, then rename: readers see the old file or
+    the new one, and a full disk leaves the old one (and a one-line `DiskFull`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with disk_space(path, needed=len(data), tmp=tmp):
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temporary name, then rename: a kill never leaves a torn checkpoint."""
+    """Write to a temporary name, then rename: a kill never leaves a torn checkpoint, and a
+    full disk leaves the previous checkpoint and says how many bytes this one needed."""
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
-    os.replace(tmp, path)
+    payload = {"format": CHECKPOINT_FORMAT, **payload}
+
+    def size() -> int:
+        import io
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        return buf.tell()
+
+    with disk_space(path, needed=size, tmp=tmp):
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -146,10 +164,17 @@ class RunDir:
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
 
     def append_epoch(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record) + "\n"
         with open(self.metrics_path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+            size = fh.tell()
+            try:
+                with disk_space(self.metrics_path, needed=len(line)):
+                    fh.write(line)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except UserError:
+                fh.truncate(size)  # no torn line; last.pt holds the epoch anyway
+                raise
 
     def truncate_epochs(self, last_epoch: int) -> None:
         """Drop epoch records past the checkpoint, so a resumed run repeats none of them."""
