@@ -77,6 +77,7 @@ class disk_space:  # noqa: N801 - used as `with disk_space(path, needed):`
         path: the file or folder being written (named in the message).
         needed: bytes the write needs, if known (an int, or a callable computed only on
             failure, for sizes that cost something to know).
+        upper_bound: `needed` is a bound, not an estimate (zarr rewrites whole chunks).
         tmp: temporary file(s) of the write to delete on failure.
 
     Example:
@@ -84,8 +85,8 @@ class disk_space:  # noqa: N801 - used as `with disk_space(path, needed):`
         ...     tmp.write_bytes(data)
     """
 
-    def __init__(self, path, needed=None, tmp=None):
-        self.path, self.needed = path, needed
+    def __init__(self, path, needed=None, tmp=None, upper_bound: bool = False):
+        self.path, self.needed, self.upper_bound = path, needed, upper_bound
         self.tmp = [] if tmp is None else (list(tmp) if isinstance(tmp, (list, tuple)) else [tmp])
 
     def __enter__(self):
@@ -104,10 +105,12 @@ class disk_space:  # noqa: N801 - used as `with disk_space(path, needed):`
         needed = self.needed() if callable(self.needed) else self.needed
         free = _free_bytes(self.path)
         what = ", ".join(x for x in (
-            f"needs about {_size(int(needed))}" if needed else "",
+            f"needs {'up to' if self.upper_bound else 'about'} {_size(int(needed))}"
+            if needed else "",
             f"{_size(free)} free there" if free is not None else "") if x)
         raise DiskFull(f"disk full: could not write {self.path}"
                        + (f" ({what})" if what else "")
                        + "; what was committed before is kept: free space (or choose "
-                         "another output folder) and run the same command again to resume"
+                         "another output folder) and run the same command again to resume "
+                         "(train: with --resume)"
                        ) from None

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, interrupt
-from .errors import SkipObject, UserError, check_output_folder
+from .errors import DiskFull, SkipObject, UserError, check_output_folder
 from .progress import progress_bar
 from .store import SPLITS, CutoutStore, locked
 from .survey import Candidate, IngestSource
@@ -122,12 +122,23 @@ def run_ingest(source: IngestSource, out: Path, *, split_fractions=(0.8, 0.1, 0.
                 shutil.rmtree(out)
             os.replace(partial, out)
     except BaseException:
-        if created and isinstance(sys.exc_info()[1], (UserError, SkipObject, ValueError, OSError)):
+        exc = sys.exc_info()[1]
+        # a full disk after some commits keeps them: freeing space and rerunning resumes
+        kept = isinstance(exc, DiskFull) and _committed_rows(partial) > 0
+        if created and not kept and isinstance(exc, (UserError, SkipObject, ValueError,
+                                                     OSError)):
             shutil.rmtree(partial, ignore_errors=True)  # nothing half-written from a failed start
         raise
     summary.out = out
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _committed_rows(partial: Path) -> int:
+    try:
+        return CutoutStore.open(partial).n
+    except (UserError, OSError):
+        return 0
 
 
 def _ingest_locked(source, partial, candidates, dupes, created, fractions, split_seed,

@@ -173,8 +173,11 @@ class CutoutStore:
         """Append a batch of rows (and skip records) and commit them with one attribute write."""
         n0 = self.n
         k = len(rows["object_id"]) if rows else 0
-        needed = int(np.asarray(rows["images"]).size * self.images.dtype.itemsize) if k else None
-        with disk_space(self.path, needed=needed):  # rows past n_committed are garbage anyway
+        # zarr rewrites the whole chunk a batch lands in: the batch plus one chunk, at most
+        item = self.images.dtype.itemsize * int(np.prod(self.image_shape))
+        needed = (k + self.images.chunks[0]) * item if k else None
+        with disk_space(self.path, needed=needed, upper_bound=True):  # rows past n_committed
+            # are garbage anyway, so a failure anywhere here leaves the last commit valid
             if k:
                 self._write_rows(n0, k, rows)
             s0 = int(self.group.attrs.get("n_skipped", 0))

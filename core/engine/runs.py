@@ -40,20 +40,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temporary name, then rename: a kill never leaves a torn checkpoint, and a
-    full disk leaves the previous checkpoint and says how many bytes this one needed."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    payload = {"format": CHECKPOINT_FORMAT, **payload}
+    """Serialize in memory, write under a temporary name, then rename: a kill never leaves
+    a torn checkpoint, and a full disk (which torch's zip writer reports only as "unexpected
+    pos") leaves the previous one and says how many bytes this one needed."""
+    import io
 
-    def size() -> int:
-        import io
-        buf = io.BytesIO()
-        torch.save(payload, buf)
-        return buf.tell()
-
-    with disk_space(path, needed=size, tmp=tmp):
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **payload}, buf)
+    atomic_write_bytes(path, buf.getbuffer())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
