@@ -95,20 +95,73 @@ class PartWriter:
             write_fits_streaming(parts, tmp)
 
     def close(self) -> None:
+        if getattr(self, "_stop_beat", None) is not None:
+            self._stop_beat.set()
         if self._lock is not None:
             self._lock.__exit__(None, None, None)
             self._lock = None
 
-    def wait_for(self, n_chunks: int, timeout: float) -> None:
-        """Rank 0 waits for the other ranks' parts before merging."""
+    # ---- shards: a heartbeat per rank, so rank 0 never waits for a dead one -------------
+    def _beat(self, rank: int) -> Path:
+        return self.dir / f".alive-rank{rank}"
+
+    def _done(self, rank: int) -> Path:
+        return self.dir / f".done-rank{rank}"
+
+    def start_heartbeat(self, rank: int, every: float) -> None:
+        """Touch `.alive-rank<r>` every `every` s from a daemon thread until `close()`.
+
+        A thread, not the predict loop, so a slow chunk is never taken for a dead rank; a
+        killed or frozen (SIGSTOP, hung node) process stops beating either way.
+        """
+        import threading
+
+        self._stop_beat = threading.Event()
+        beat = self._beat(rank)
+
+        def run():
+            while True:
+                try:
+                    beat.touch()
+                except OSError:
+                    pass
+                if self._stop_beat.wait(every):
+                    return
+
+        threading.Thread(target=run, name="astrotransfer-heartbeat", daemon=True).start()
+
+    def mark_done(self, rank: int, job: str) -> None:
+        """This rank's parts are all written (for the job `job`, not an earlier attempt)."""
+        self._done(rank).write_text(job)
+
+    def wait_for(self, n_chunks: int, timeout: float, world: int = 1, job: str = "",
+                 stale_after: float | None = None) -> None:
+        """Rank 0 waits for the other ranks' parts before merging.
+
+        With `stale_after`, a rank that is neither done nor beating for that long (counted
+        from when rank 0 began waiting, so a slow start is not a death) ends the wait at
+        once with one line, instead of after `timeout`.
+        """
         import time
 
-        deadline = time.monotonic() + timeout
+        start_wall, deadline = time.time(), time.monotonic() + timeout
         while len(self.done_chunks()) < n_chunks:
+            missing = n_chunks - len(self.done_chunks())
             if time.monotonic() > deadline:
-                missing = n_chunks - len(self.done_chunks())
                 raise UserError(f"{missing} prediction parts never appeared in {self.dir}; "
                                 f"a rank failed — run the same command again to finish")
+            for r in range(1, world if stale_after else 1):
+                done = self._done(r)
+                if done.exists() and done.read_text() == job:
+                    continue
+                beat = self._beat(r)
+                seen = max(start_wall, beat.stat().st_mtime if beat.exists() else 0.0)
+                if time.time() - seen > stale_after:
+                    raise UserError(
+                        f"rank {r} of the prediction stopped answering (no heartbeat in "
+                        f"{self.dir} for {stale_after:g} s; it died or hangs) with {missing} "
+                        f"parts missing; the parts written are kept: launch the same command "
+                        f"again to finish")
             time.sleep(0.2)
 
 

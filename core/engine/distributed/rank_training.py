@@ -338,6 +338,21 @@ class DeepSpeedTrainer(Trainer):
         log_epoch(record, ctx.cfg.epochs, improved)
 
 
+_LOST = re.compile(r"connection (closed|reset|refused)|broken pipe|timed out|timeout|"
+                   r"socket|peer|gloo|nccl", re.I)
+
+
+def lost_peer(exc: BaseException) -> str | None:
+    """What a failed collective says about the lost rank, cut to one short clause ("Connection
+    closed by peer [127.0.0.1]:14767"), or None if `exc` is not a communication failure."""
+    is_dist = any(c.__name__.startswith("Dist") for c in type(exc).__mro__)
+    text = _first_line(exc)
+    if not (is_dist or (isinstance(exc, RuntimeError) and _LOST.search(text))):
+        return None
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text)  # gloo's "[.../pair.cc:561] " source location
+    return text.split(". ")[0].rstrip(".")[:160] or type(exc).__name__
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
@@ -377,7 +392,14 @@ def train_distributed(cfg, resume: bool, single_process_train) -> RunDir:
             ctx.resume_state = load_checkpoint(ctx.run.last) if resume else None
             get_registry().get("trainer", "deepspeed").fit(ctx)
             return ctx.run
-    except Exception:
+    except Exception as exc:
+        if world > 1 and lost_peer(exc):
+            done = len(RunDir(Path(cfg.out)).epochs())
+            raise UserError(
+                f"rank {rank}: another rank of this {world}-rank job died or stopped answering "
+                f"({lost_peer(exc)}), so this rank stopped too; launch the same command with "
+                f"--resume on {world} ranks to continue after epoch {done}, its last "
+                f"checkpoint") from None
         if not _state["agreed"] and world > 1 and dist.is_initialized():
             _state["agreed"] = True
             flags = agree(False)

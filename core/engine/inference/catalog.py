@@ -38,6 +38,14 @@ def predict_catalog(run_path: Path, data: Path, out: Path, split: str = "all",
                 "n": int(len(rows)), "batch_size": batch_size, "embedding": with_embedding,
                 "tta": tta}
     writer = PartWriter(Path(out), manifest, overwrite=overwrite, shard=world > 1)
+    stale_after = job = None
+    if world > 1:  # rank 0 must notice a dead rank in bounded time, not wait for its parts
+        import os
+
+        from ..distributed.options import rank_timeout
+        stale_after = rank_timeout()
+        job = f"{os.environ.get('MASTER_ADDR', '')}:{os.environ.get('MASTER_PORT', '')}"
+        writer.start_heartbeat(rank, every=min(2.0, stale_after / 5))
     try:
         n_chunks = (len(rows) + batch_size - 1) // batch_size
         done = writer.done_chunks()
@@ -61,8 +69,9 @@ def predict_catalog(run_path: Path, data: Path, out: Path, split: str = "all",
                                 f"chunks", f"{writer.dir} keeps them: run the same command "
                                 f"again to resume")
         if rank != 0:
+            writer.mark_done(rank, job)
             return {"catalog": None, "n": int(len(rows)), "resumed_chunks": len(done)}
-        writer.wait_for(n_chunks, merge_timeout)
+        writer.wait_for(n_chunks, merge_timeout, world, job, stale_after)
         path = writer.finish(n_chunks)
     finally:
         writer.close()
