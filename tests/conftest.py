@@ -125,3 +125,12 @@ def write_image_folder(folder: Path, n: int = 24, size: int = 40, seed: int = 0)
         rows.append(f"obj{i:03d},{label},{150 + i * 0.01:.5f},{2 + i * 0.01:.5f}")
     (folder / "catalog.csv").write_text("\n".join(rows) + "\n")
     return folder
+
+
+def free_tcp_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a process group's MASTER_PORT."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

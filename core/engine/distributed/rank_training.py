@@ -44,7 +44,9 @@ from ..training.optim import build_optimizer, layerwise_groups
 from ..training.single_run import pick_device, prepare
 from .collectives import convert_sync_batchnorm, gather_rows, plain_state_dict, row_counts
 from .ds_config import build_ds_config, eval_shard, global_steps, lr_at, micro_positions, use_bf16
-from .options import agree, init_distributed, options_dict, ranks, resolve_options
+from .options import (agree, init_distributed, options_dict, rank_timeout, ranks,
+                      resolve_options)
+from .watchdog import Watchdog
 
 log = logging.getLogger("astrotransfer")
 DS_DIR = "deepspeed"
@@ -135,6 +137,9 @@ class _Loop:
         self.world, self.rank, self.accum, self.steps = world, rank, accum, steps
         self.global_batch = micro * accum * world
         self.target, self.manage_lr = target, manage_lr
+        self.dog = Watchdog(rank, world, rank_timeout(), "training",
+                            f"launch the same command with --resume on {world} ranks to "
+                            f"continue from the last checkpoint in {ctx.run.path}")
 
     def epoch(self, epoch: int) -> tuple[torch.Tensor, float]:
         """Returns (CE sum, adapt loss x count, correct, count) summed over ranks, and the lr."""
@@ -172,6 +177,7 @@ class _Loop:
                     engine.step()
                     sums += torch.tensor([ce.item(), extra.item() * len(idx), correct.item(),
                                           len(idx)], dtype=torch.float64)
+                    self.dog.beat()
                 advance(1, info=f"loss {float(ce) / max(1, len(idx)):.3f}")
         if self.world > 1:
             dist.all_reduce(sums)
@@ -228,7 +234,8 @@ class DeepSpeedTrainer(Trainer):
                      manage_lr)
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
-            sums, lr = loop.epoch(epoch)
+            with loop.dog:  # armed for the steps and the epoch's all-reduce of their sums
+                sums, lr = loop.epoch(epoch)
             val_loss, val_acc = self._evaluate(engine, ctx.x_val, ctx.y_val, device, world, rank)
             count = max(1.0, float(sums[3]))
             record = epoch_record(epoch, float(sums[0]) / count, float(sums[1]) / count,
