@@ -172,7 +172,7 @@ def _ingest_locked(source, partial, candidates, dupes, created, fractions, split
             skips: list[tuple[str, str]] = []
             for cand in batch:
                 try:
-                    image, flags = _load(source, cand, shape)
+                    image, flags = _load(source, cand, shape, dtype)
                 except SkipObject as exc:
                     if strict:
                         raise UserError(f"object {cand.object_id}: {exc} (--strict turns skips "
@@ -203,7 +203,8 @@ def _ingest_locked(source, partial, candidates, dupes, created, fractions, split
     return IngestSummary(partial, store.n, n_skipped, n_resumed, reasons, 0.0)
 
 
-def _load(source: IngestSource, cand: Candidate, shape) -> tuple[np.ndarray, int]:
+def _load(source: IngestSource, cand: Candidate, shape,
+          dtype: str = "float32") -> tuple[np.ndarray, int]:
     result = source.load(cand)
     image, flags = result if isinstance(result, tuple) else (result, 0)
     image = np.asarray(image, dtype=np.float32)
@@ -211,4 +212,9 @@ def _load(source: IngestSource, cand: Candidate, shape) -> tuple[np.ndarray, int
         raise SkipObject(f"wrong shape: cutout is {image.shape}, expected {shape}")
     if not np.isfinite(image).all():
         raise SkipObject("non-finite pixels: NaN or inf left after loading")
+    with np.errstate(over="ignore"):  # the overflow is what is being checked
+        narrowed = image.astype(dtype) if dtype != "float32" else image
+    if not np.isfinite(narrowed).all():
+        raise SkipObject(f"pixel values overflow the store's {dtype} (|value| up to "
+                         f"{float(np.abs(image).max()):.3g}); ingest with --dtype float32")
     return image, int(flags)

@@ -190,8 +190,16 @@ class CutoutStore:
 
     def _write_rows(self, n0: int, k: int, rows: dict[str, np.ndarray]) -> None:
         images = self.images
+        with np.errstate(over="ignore"):  # an overflow to inf is refused just below
+            pixels = np.asarray(rows["images"], dtype=images.dtype)
+        bad = ~np.isfinite(pixels).all(axis=tuple(range(1, pixels.ndim)))
+        if bad.any():  # refused at commit time, not found later by `store check`
+            ids = np.asarray(rows["object_id"])[bad]
+            raise UserError(f"store {self.path}: {int(bad.sum())} object(s) to commit have NaN "
+                            f"or inf pixels in the store's {images.dtype} (e.g. {ids[0]}); the "
+                            f"survey loader must skip them (SkipObject) or clean the pixels")
         images.resize((n0 + k, *images.shape[1:]))
-        images[n0:n0 + k] = np.asarray(rows["images"], dtype=images.dtype)
+        images[n0:n0 + k] = pixels
         for name in PER_OBJECT:
             arr = self.group[name]
             arr.resize((n0 + k,))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import pickle
 import re
 import shutil
@@ -46,7 +47,7 @@ from .collectives import convert_sync_batchnorm, gather_rows, plain_state_dict, 
 from .ds_config import build_ds_config, eval_shard, global_steps, lr_at, micro_positions, use_bf16
 from .options import (agree, init_distributed, options_dict, rank_timeout, ranks,
                       resolve_options)
-from .watchdog import Watchdog
+from .watchdog import SCRATCH_PREFIX, Watchdog, lost_peer, sweep_dead_scratch
 
 log = logging.getLogger("astrotransfer")
 DS_DIR = "deepspeed"
@@ -345,28 +346,12 @@ class DeepSpeedTrainer(Trainer):
         log_epoch(record, ctx.cfg.epochs, improved)
 
 
-_LOST = re.compile(r"connection (closed|reset|refused)|broken pipe|timed out|timeout|"
-                   r"socket|peer|gloo|nccl", re.I)
-
-
-def lost_peer(exc: BaseException) -> str | None:
-    """What a failed collective says about the lost rank, cut to one short clause ("Connection
-    closed by peer [127.0.0.1]:14767"), or None if `exc` is not a communication failure."""
-    is_dist = any(c.__name__.startswith("Dist") for c in type(exc).__mro__)
-    text = _first_line(exc)
-    if not (is_dist or (isinstance(exc, RuntimeError) and _LOST.search(text))):
-        return None
-    text = re.sub(r"^\[[^\]]*\]\s*", "", text)  # gloo's "[.../pair.cc:561] " source location
-    return text.split(". ")[0].rstrip(".")[:160] or type(exc).__name__
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
 
 
 # ---------------------------------------------------------------- rank-aware train
-
 
 def train_distributed(cfg, resume: bool, single_process_train) -> RunDir:
     """`train` for one rank of a launched job (called by `training.dispatch.train`).
@@ -391,7 +376,9 @@ def train_distributed(cfg, resume: bool, single_process_train) -> RunDir:
         init_distributed(pick_device(cfg.device))
         if rank == 0:
             return single_process_train(cfg, resume)
-        with tempfile.TemporaryDirectory(prefix=f"astrotransfer-rank{rank}-") as scratch:
+        sweep_dead_scratch()
+        with tempfile.TemporaryDirectory(
+                prefix=f"{SCRATCH_PREFIX}{rank}-pid{os.getpid()}-") as scratch:
             local = dataclasses.replace(cfg, out=str(Path(scratch) / "run"))
             ctx = prepare(local, resume=False)
             cfg.image_size = local.image_size

@@ -1,4 +1,5 @@
-"""A watchdog for one rank: a peer that hangs must not hang this rank forever.
+"""What one rank does about the others failing: a watchdog for a peer that hangs, the
+one-line reading of a failed collective, and the sweep of dead ranks' scratch folders.
 
 A rank whose peer process dies sees its connections close and fails within seconds. A peer
 that freezes instead (a node that hangs, loses its network or is stopped) leaves every
@@ -15,10 +16,17 @@ Example:
 """
 from __future__ import annotations
 
+import logging
 import os
+import re
+import shutil
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
+
+log = logging.getLogger("astrotransfer")
 
 EXIT_LOST_RANK = 1
 
@@ -58,3 +66,47 @@ class Watchdog:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
+
+
+_LOST = re.compile(r"connection (closed|reset|refused)|broken pipe|timed out|timeout|"
+                   r"socket|peer|gloo|nccl", re.I)
+
+
+def lost_peer(exc: BaseException) -> str | None:
+    """What a failed collective says about the lost rank, cut to one short clause ("Connection
+    closed by peer [127.0.0.1]:14767"), or None if `exc` is not a communication failure."""
+    is_dist = any(c.__name__.startswith("Dist") for c in type(exc).__mro__)
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    if not (is_dist or (isinstance(exc, RuntimeError) and _LOST.search(text))):
+        return None
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text)  # gloo's "[.../pair.cc:561] " source location
+    return text.split(". ")[0].rstrip(".")[:160] or type(exc).__name__
+
+
+SCRATCH_PREFIX = "astrotransfer-rank"
+
+
+def sweep_dead_scratch(root: Path | None = None) -> list[Path]:
+    """Delete the scratch folders of ranks whose process is gone; returns them.
+
+    A rank > 0 prepares in a private temporary folder named after its pid, removed when
+    it ends; a `kill -9` leaves it behind. Each rank sweeps at start-up, so a requeued job
+    never piles them up. Folders of live processes, and names without a pid, are kept.
+    """
+    swept = []
+    for path in Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-pid*-*"):
+        found = re.search(r"-pid(\d+)-", path.name)
+        if not (found and path.is_dir()):
+            continue
+        try:
+            os.kill(int(found.group(1)), 0)
+            continue  # alive (or someone else's): keep
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        swept.append(path)
+    if swept:
+        log.info("removed %d scratch folder(s) of dead ranks", len(swept))
+    return swept
