@@ -60,7 +60,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
-        what = f"it pickles {found.group(1)}" if found else str(exc).splitlines()[0][:120]
+        if not found:  # not a pickle of code: garbage, a text file, a half-copied file
+            raise UserError(f"checkpoint {path} is corrupt or not a torch checkpoint (it "
+                            f"does not unpickle); re-train or restore the file") from None
+        what = f"it pickles {found.group(1)}"
         raise UserError(f"checkpoint {path} needs pickled code to load, which is refused for "
                         f"safety ({what}); use checkpoints written by astrotransfer, or re-save "
                         f"it as a plain state dict") from None
