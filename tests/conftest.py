@@ -126,11 +126,3 @@ def write_image_folder(folder: Path, n: int = 24, size: int = 40, seed: int = 0)
     (folder / "catalog.csv").write_text("\n".join(rows) + "\n")
     return folder
 
-
-def free_tcp_port() -> int:
-    """A TCP port free on 127.0.0.1 now, for a process group's MASTER_PORT."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

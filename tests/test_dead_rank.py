@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import TINY_BACKBONE, error_lines, free_tcp_port, run_cli, train_tiny
+from conftest import TINY_BACKBONE, error_lines, run_cli, train_tiny
 from test_kill_resume import train_store
 
 __all__ = ["train_store"]
@@ -29,6 +29,15 @@ __all__ = ["train_store"]
 RANK_TIMEOUT = 10
 BOUND_S = RANK_TIMEOUT + 20  # the timeout, the watchdog's poll and process exit under load
 EPOCHS = 12
+
+
+def free_tcp_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for the process group's MASTER_PORT."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def start_ranks(args, tmp_path: Path) -> list[subprocess.Popen]:
