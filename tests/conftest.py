@@ -125,4 +125,3 @@ def write_image_folder(folder: Path, n: int = 24, size: int = 40, seed: int = 0)
         rows.append(f"obj{i:03d},{label},{150 + i * 0.01:.5f},{2 + i * 0.01:.5f}")
     (folder / "catalog.csv").write_text("\n".join(rows) + "\n")
     return folder
-
