@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .errors import UserError, check_output_folder
+from .errors import UserError, check_output_folder, disk_space
 from .store import locked
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".fits": "fits"}
@@ -55,8 +55,9 @@ class PartWriter:
             raise UserError(f"{self.dir} holds parts of a different prediction job; "
                             f"remove it or use another --out")
         tmp = mpath.with_name(f".manifest.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(manifest))
-        os.replace(tmp, mpath)
+        with disk_space(mpath, tmp=tmp):
+            tmp.write_text(json.dumps(manifest))
+            os.replace(tmp, mpath)
 
     def done_chunks(self) -> set[int]:
         """Parts are written under a temporary name and renamed, so any part present is whole."""
@@ -64,12 +65,24 @@ class PartWriter:
 
     def write_chunk(self, i: int, columns: dict[str, np.ndarray]) -> None:
         tmp = self.dir / f".part-{i:06d}.tmp"
-        pq.write_table(pa.table(columns), tmp)
-        os.replace(tmp, self.dir / f"part-{i:06d}.parquet")
+        table = pa.table(columns)
+        with disk_space(self.dir / f"part-{i:06d}.parquet", needed=table.nbytes, tmp=tmp):
+            pq.write_table(table, tmp)
+            os.replace(tmp, self.dir / f"part-{i:06d}.parquet")
 
     def finish(self, n_chunks: int) -> Path:
         parts = [self.dir / f"part-{i:06d}.parquet" for i in range(n_chunks)]
         tmp = self.out.with_name(f".{self.out.name}.tmp")
+        needed = sum(p.stat().st_size for p in parts)  # about the merged size
+        with disk_space(self.out, needed=needed, tmp=tmp):
+            self._merge(parts, tmp)
+            os.replace(tmp, self.out)
+        self.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return self.out
+
+    def _merge(self, parts: list[Path], tmp: Path) -> None:
+        """Stream the parts into `tmp` in the catalog's format, one part in memory."""
         if self.fmt == "parquet":
             with pq.ParquetWriter(tmp, pq.read_schema(parts[0])) as w:
                 for p in parts:
@@ -80,26 +93,75 @@ class PartWriter:
                     w.write_table(pq.read_table(p))
         else:
             write_fits_streaming(parts, tmp)
-        os.replace(tmp, self.out)
-        self.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        return self.out
 
     def close(self) -> None:
+        if getattr(self, "_stop_beat", None) is not None:
+            self._stop_beat.set()
         if self._lock is not None:
             self._lock.__exit__(None, None, None)
             self._lock = None
 
-    def wait_for(self, n_chunks: int, timeout: float) -> None:
-        """Rank 0 waits for the other ranks' parts before merging."""
+    # ---- shards: a heartbeat per rank, so rank 0 never waits for a dead one -------------
+    def _beat(self, rank: int) -> Path:
+        return self.dir / f".alive-rank{rank}"
+
+    def _done(self, rank: int) -> Path:
+        return self.dir / f".done-rank{rank}"
+
+    def start_heartbeat(self, rank: int, every: float) -> None:
+        """Touch `.alive-rank<r>` every `every` s from a daemon thread until `close()`.
+
+        A thread, not the predict loop, so a slow chunk is never taken for a dead rank; a
+        killed or frozen (SIGSTOP, hung node) process stops beating either way.
+        """
+        import threading
+
+        self._stop_beat = threading.Event()
+        beat = self._beat(rank)
+
+        def run():
+            while True:
+                try:
+                    beat.touch()
+                except OSError:
+                    pass
+                if self._stop_beat.wait(every):
+                    return
+
+        threading.Thread(target=run, name="astrotransfer-heartbeat", daemon=True).start()
+
+    def mark_done(self, rank: int, job: str) -> None:
+        """This rank's parts are all written (for the job `job`, not an earlier attempt)."""
+        self._done(rank).write_text(job)
+
+    def wait_for(self, n_chunks: int, timeout: float, world: int = 1, job: str = "",
+                 stale_after: float | None = None) -> None:
+        """Rank 0 waits for the other ranks' parts before merging.
+
+        With `stale_after`, a rank that is neither done nor beating for that long (counted
+        from when rank 0 began waiting, so a slow start is not a death) ends the wait at
+        once with one line, instead of after `timeout`.
+        """
         import time
 
-        deadline = time.monotonic() + timeout
+        start_wall, deadline = time.time(), time.monotonic() + timeout
         while len(self.done_chunks()) < n_chunks:
+            missing = n_chunks - len(self.done_chunks())
             if time.monotonic() > deadline:
-                missing = n_chunks - len(self.done_chunks())
                 raise UserError(f"{missing} prediction parts never appeared in {self.dir}; "
                                 f"a rank failed — run the same command again to finish")
+            for r in range(1, world if stale_after else 1):
+                done = self._done(r)
+                if done.exists() and done.read_text() == job:
+                    continue
+                beat = self._beat(r)
+                seen = max(start_wall, beat.stat().st_mtime if beat.exists() else 0.0)
+                if time.time() - seen > stale_after:
+                    raise UserError(
+                        f"rank {r} of the prediction stopped answering (no heartbeat in "
+                        f"{self.dir} for {stale_after:g} s; it died or hangs) with {missing} "
+                        f"parts missing; the parts written are kept: launch the same command "
+                        f"again to finish")
             time.sleep(0.2)
 
 

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
+from . import __version__, interrupt
 from .errors import UserError
 from .registry import get_registry
 
@@ -258,9 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _attach_plugins()
         _precheck(argv)
-        with contextlib.redirect_stdout(io.StringIO()) if rank else contextlib.nullcontext():
+        with contextlib.redirect_stdout(io.StringIO()) if rank else contextlib.nullcontext(), \
+                interrupt.stop_on_signals():
             app(args=argv, prog_name="astrotransfer", standalone_mode=False)
         return 0
+    except interrupt.Stopped as exc:  # SIGTERM/SIGINT: work committed, resumable
+        err_console.print(f"stopped: {exc}", highlight=False, soft_wrap=True, markup=False)
+        return interrupt.EXIT_STOPPED
     except (typer.Exit, click.exceptions.Exit) as exc:
         return exc.exit_code
     except click.exceptions.Abort:

@@ -7,6 +7,7 @@ skipped there and carries on, so nothing is duplicated or lost.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -18,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .errors import SkipObject, UserError, check_output_folder
+from . import __version__, interrupt
+from .errors import DiskFull, SkipObject, UserError, check_output_folder
 from .ingest_workers import IngestLoader, default_workers
 from .progress import progress_bar
 from .store import SPLITS, CutoutStore, locked
@@ -132,7 +133,7 @@ def run_ingest(source: IngestSource, out: Path, *, split_fractions=(0.8, 0.1, 0.
     if not getattr(source, "load_in_workers", False):
         workers = 0
     shape = (len(source.bands), source.image_size, source.image_size)
-    loader = IngestLoader(source, shape, _load, workers)
+    loader = IngestLoader(source, shape, functools.partial(_load, dtype=dtype), workers)
     loader.start()  # forked before the lock below, so no worker inherits the lock
     try:
         partial.mkdir()
@@ -148,12 +149,23 @@ def run_ingest(source: IngestSource, out: Path, *, split_fractions=(0.8, 0.1, 0.
                 shutil.rmtree(out)
             os.replace(partial, out)
     except BaseException:
-        if created and isinstance(sys.exc_info()[1], (UserError, SkipObject, ValueError, OSError)):
+        exc = sys.exc_info()[1]
+        # a full disk after some commits keeps them: freeing space and rerunning resumes
+        kept = isinstance(exc, DiskFull) and _committed_rows(partial) > 0
+        if created and not kept and isinstance(exc, (UserError, SkipObject, ValueError,
+                                                     OSError)):
             shutil.rmtree(partial, ignore_errors=True)  # nothing half-written from a failed start
         raise
     summary.out = out
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _committed_rows(partial: Path) -> int:
+    try:
+        return CutoutStore.open(partial).n
+    except (UserError, OSError):
+        return 0
 
 
 def _ingest_locked(source, partial, candidates, dupes, created, fractions, split_seed,
@@ -176,9 +188,12 @@ def _ingest_locked(source, partial, candidates, dupes, created, fractions, split
     reasons: dict[str, int] = {}
     for _, r in already_skipped:
         reasons[_reason_key(r)] = reasons.get(_reason_key(r), 0) + 1
-    with progress_bar(f"ingest {source.survey}", total=len(candidates)) as advance:
+    with progress_bar(f"ingest {source.survey}", total=len(candidates)) as advance, \
+            interrupt.deferred():
         advance(n_resumed)
         for batch in loader.batches(todo, batch_size):
+            interrupt.check(f"ingest after {store.n} committed objects of {len(candidates)}",
+                            f"{partial} keeps them: run the same command again to resume")
             rows = {k: [] for k in ("images", "object_id", "ra", "dec", "label", "split", "flags")}
             skips: list[tuple[str, str]] = []
             for cand, image, flags, why in batch:
@@ -213,7 +228,8 @@ def _ingest_locked(source, partial, candidates, dupes, created, fractions, split
     return IngestSummary(partial, store.n, n_skipped, n_resumed, reasons, 0.0)
 
 
-def _load(source: IngestSource, cand: Candidate, shape) -> tuple[np.ndarray, int]:
+def _load(source: IngestSource, cand: Candidate, shape,
+          dtype: str = "float32") -> tuple[np.ndarray, int]:
     result = source.load(cand)
     image, flags = result if isinstance(result, tuple) else (result, 0)
     image = np.asarray(image, dtype=np.float32)
@@ -221,4 +237,9 @@ def _load(source: IngestSource, cand: Candidate, shape) -> tuple[np.ndarray, int
         raise SkipObject(f"wrong shape: cutout is {image.shape}, expected {shape}")
     if not np.isfinite(image).all():
         raise SkipObject("non-finite pixels: NaN or inf left after loading")
+    with np.errstate(over="ignore"):  # the overflow is what is being checked
+        narrowed = image.astype(dtype) if dtype != "float32" else image
+    if not np.isfinite(narrowed).all():
+        raise SkipObject(f"pixel values overflow the store's {dtype} (|value| up to "
+                         f"{float(np.abs(image).max()):.3g}); ingest with --dtype float32")
     return image, int(flags)

@@ -98,8 +98,12 @@ class Run:
 
     def _single(self, what: str) -> "Run":
         if self.kind != "run":
-            raise UserError(f"{self.path} is a {self.kind} job, not one run; {what} belongs "
-                            f"to its members: use run.members[i]")
+            from .engine.runs import member_runs
+
+            first = next(iter(member_runs(self.path)), None)
+            example = f"pass one member run, e.g. {first}" if first else "pass one member run"
+            raise UserError(f"{self.path} is a {self.kind} job, not one run; {what} takes one "
+                            f"of its members: {example} (in Python: run.members[i])")
         return self
 
     @property

@@ -25,7 +25,7 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from .errors import UserError
+from .errors import UserError, disk_space
 
 STORE_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -180,20 +180,33 @@ class CutoutStore:
         """Append a batch of rows (and skip records) and commit them with one attribute write."""
         n0 = self.n
         k = len(rows["object_id"]) if rows else 0
-        if k:
-            self._write_rows(n0, k, rows)
-        s0 = int(self.group.attrs.get("n_skipped", 0))
-        if skipped:
-            for j, name in enumerate(("object_id", "reason")):
-                arr = self.group[f"skipped/{name}"]
-                arr.resize((s0 + len(skipped),))
-                arr[s0:] = np.array([s[j] for s in skipped], dtype=object).astype(str)
-        self.group.attrs.update({"n_committed": n0 + k, "n_skipped": s0 + len(skipped)})
+        # zarr rewrites the whole chunk a batch lands in: the batch plus one chunk, at most
+        item = self.images.dtype.itemsize * int(np.prod(self.image_shape))
+        needed = (k + self.images.chunks[0]) * item if k else None
+        with disk_space(self.path, needed=needed, upper_bound=True):  # rows past n_committed
+            # are garbage anyway, so a failure anywhere here leaves the last commit valid
+            if k:
+                self._write_rows(n0, k, rows)
+            s0 = int(self.group.attrs.get("n_skipped", 0))
+            if skipped:
+                for j, name in enumerate(("object_id", "reason")):
+                    arr = self.group[f"skipped/{name}"]
+                    arr.resize((s0 + len(skipped),))
+                    arr[s0:] = np.array([s[j] for s in skipped], dtype=object).astype(str)
+            self.group.attrs.update({"n_committed": n0 + k, "n_skipped": s0 + len(skipped)})
 
     def _write_rows(self, n0: int, k: int, rows: dict[str, np.ndarray]) -> None:
         images = self.images
+        with np.errstate(over="ignore"):  # an overflow to inf is refused just below
+            pixels = np.asarray(rows["images"], dtype=images.dtype)
+        bad = ~np.isfinite(pixels).all(axis=tuple(range(1, pixels.ndim)))
+        if bad.any():  # refused at commit time, not found later by `store check`
+            ids = np.asarray(rows["object_id"])[bad]
+            raise UserError(f"store {self.path}: {int(bad.sum())} object(s) to commit have NaN "
+                            f"or inf pixels in the store's {images.dtype} (e.g. {ids[0]}); the "
+                            f"survey loader must skip them (SkipObject) or clean the pixels")
         images.resize((n0 + k, *images.shape[1:]))
-        images[n0:n0 + k] = np.asarray(rows["images"], dtype=images.dtype)
+        images[n0:n0 + k] = pixels
         for name in PER_OBJECT:
             arr = self.group[name]
             arr.resize((n0 + k,))

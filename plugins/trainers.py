@@ -19,7 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from astrotransfer import interrupt
 from astrotransfer.engine.models import classify, features
+from astrotransfer.engine.runs import save_checkpoint
 from astrotransfer.engine.training.loop import (augment_batch, epoch_record, evaluate_tensors,
                                                 log_epoch, rewrite_metrics, save_epoch,
                                                 to_device, uses_adapter)
@@ -79,6 +81,15 @@ class StandardTrainer(Trainer):
         weight = (class_weights(ctx.y_train, len(ctx.class_names)).to(device)
                   if cfg.balance == "weights" else None)
         total_steps = cfg.epochs * micro_steps
+        with interrupt.deferred():
+            self._epochs(ctx, sched, start, history, weight, micro_steps, total_steps)
+
+    def _epochs(self, ctx, sched, start, history, weight, micro_steps, total_steps) -> None:
+        """The epochs from `start`; on SIGTERM/SIGINT, stop after the optimizer step in hand
+        and write a mid-epoch last.pt (`_stop_mid_epoch`)."""
+        cfg, model, device = ctx.cfg, ctx.model, ctx.device
+        n, bs, accum = len(ctx.x_train), cfg.batch_size, cfg.grad_accum
+        partial = (ctx.resume_state or {}).get("partial")
         logged_stage = None
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
@@ -91,8 +102,18 @@ class StandardTrainer(Trainer):
             sched.train_mode()
             stage, lr = sched.stage, None
             sums = {"loss": 0.0, "adapt_loss": 0.0, "correct": 0}
+            first = 0
+            if partial is not None and int(partial["epoch"]) == epoch:
+                # continue exactly where a graceful stop left this epoch: same random
+                # streams, running sums and first-step lr as the uninterrupted run
+                torch.set_rng_state(partial["torch_rng"])
+                gen.set_state(partial["gen"])
+                sums, lr, first = dict(partial["sums"]), partial["lr"], int(partial["step"])
+                log.info("resuming epoch %d at step %d/%d", epoch + 1, first + 1, micro_steps)
+            partial = None
             with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", micro_steps) as advance:
-                for step in range(micro_steps):
+                advance(first)
+                for step in range(first, micro_steps):
                     idx = order[step * bs:(step + 1) * bs if step + 1 < micro_steps else n]
                     window = min(accum, micro_steps - (step // accum) * accum)
                     xb = to_device(augment_batch(ctx.augment, ctx.x_train[idx]), device,
@@ -119,6 +140,10 @@ class StandardTrainer(Trainer):
                     sums["adapt_loss"] += float(extra.detach()) * len(idx)
                     sums["correct"] += (logits.argmax(1) == yb).sum().item()
                     advance(1, info=f"loss {loss.item():.3f}")
+                    if (interrupt.requested() and (step + 1) % accum == 0
+                            and step + 1 < micro_steps):
+                        self._stop_mid_epoch(ctx, sched, history, epoch, step + 1,
+                                             micro_steps, gen, sums, lr)
             val_loss, val_acc = evaluate_tensors(model, ctx.x_val, ctx.y_val, device)
             stage_info = (dict(stage=stage + 1, train=cfg.stages[stage]["train"])
                           if cfg.stages else {})
@@ -134,6 +159,30 @@ class StandardTrainer(Trainer):
             log_epoch(record, cfg.epochs, improved)
             if sched.done:
                 break
+            interrupt.check(f"train finished epoch {epoch + 1}/{cfg.epochs}",
+                            f"{ctx.run.last} holds it: run the same command with --resume")
+
+    @staticmethod
+    def _stop_mid_epoch(ctx, sched, history, epoch, steps_done, micro_steps, gen, sums,
+                        lr) -> None:
+        """Write last.pt in the middle of `epoch` and raise `Stopped`.
+
+        The checkpoint is an ordinary last.pt of the epochs before (so every reader of
+        last.pt sees a finished epoch) plus a `partial` entry: the steps done, both random
+        streams and the running sums. `--resume` replays nothing and skips nothing, so its
+        numbers equal an uninterrupted run's; an older astrotransfer simply redoes the epoch.
+        """
+        save_checkpoint(ctx.run.last, {
+            "model": ctx.model.state_dict(), "epoch": epoch - 1,
+            "best_val_loss": sched.best_val, "optimizer": sched.opt.state_dict(),
+            "schedule": sched.state_dict(), "history": history,
+            "adapter": ctx.adapter_module.state_dict() if ctx.adapter_module else {},
+            "partial": {"epoch": epoch, "step": steps_done, "torch_rng": torch.get_rng_state(),
+                        "gen": gen.get_state(), "sums": dict(sums), "lr": lr}})
+        raise interrupt.Stopped(
+            f"stopped by {interrupt.requested()}: train in epoch {epoch + 1}/{ctx.cfg.epochs} "
+            f"after step {steps_done}/{micro_steps}; checkpoint {ctx.run.last} written: run the "
+            f"same command with --resume to continue exactly there")
 
     @staticmethod
     def _restore(ctx, sched: Schedule) -> tuple[int, list[dict]]:

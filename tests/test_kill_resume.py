@@ -35,10 +35,18 @@ def _cmd(args) -> list[str]:
     return [sys.executable, "-m", "astrotransfer.cli", *map(str, args)]
 
 
-def kill_at(args, progress: Callable[[], int], threshold: int, delay: float,
-            timeout: float = 300) -> int:
-    """Start the command, wait until progress() >= threshold, wait up to `delay`, SIGKILL it.
+STOP_BOUND_S = 30.0  # a SIGTERM'd command must have exited within this (issue 16)
+EXIT_STOPPED = 75
 
+
+def kill_at(args, progress: Callable[[], int], threshold: int, delay: float,
+            timeout: float = 300, sig: int = signal.SIGKILL,
+            stops: list | None = None) -> int:
+    """Start the command, wait until progress() >= threshold, wait up to `delay`, send it
+    `sig` (SIGKILL by default).
+
+    With another signal (SIGTERM) the command must then exit by itself within STOP_BOUND_S
+    with EXIT_STOPPED and a one-line `stopped:` message; (seconds, message) go to `stops`.
     Returns the progress seen at the kill; fails if the command ended on its own first.
     """
     proc = subprocess.Popen(_cmd(args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -58,7 +66,19 @@ def kill_at(args, progress: Callable[[], int], threshold: int, delay: float,
         while time.time() < until and progress() == reached and proc.poll() is None:
             time.sleep(0.005)
         assert proc.poll() is None, f"finished before the kill at {threshold} (+{delay:.2f} s)"
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, sig)
+        if sig != signal.SIGKILL:
+            sent = time.time()
+            try:
+                rc = proc.wait(timeout=STOP_BOUND_S)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{args[0]} still running {STOP_BOUND_S} s after {sig.name}")
+            err = proc.stderr.read().decode()
+            lines = [ln for ln in err.splitlines() if ln.startswith("stopped:")]
+            assert rc == EXIT_STOPPED and len(lines) == 1, (rc, err[-800:])
+            assert "Traceback" not in err, err[-800:]
+            if stops is not None:
+                stops.append((time.time() - sent, lines[0]))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -68,7 +88,7 @@ def kill_at(args, progress: Callable[[], int], threshold: int, delay: float,
 
 
 def kill_chain(args_for: Callable[[int], list], progress: Callable[[], int], lo: int, hi: int,
-               salt: str) -> list[int]:
+               salt: str, sig: int = signal.SIGKILL, stops: list | None = None) -> list[int]:
     """Kill N_KILLS times; each run (after the first, a restart) is killed once it has made
     a seeded random lo..hi units of progress beyond where the previous one was killed, plus a
     random delay of up to 0.4 s. Returns the progress at each kill."""
@@ -77,7 +97,7 @@ def kill_chain(args_for: Callable[[int], list], progress: Callable[[], int], lo:
     for i in range(N_KILLS):
         start = seen[-1] if seen else 0
         threshold, delay = start + rng.randint(lo, hi), rng.uniform(0.0, 0.4)
-        seen.append(kill_at(args_for(i), progress, threshold, delay))
+        seen.append(kill_at(args_for(i), progress, threshold, delay, sig=sig, stops=stops))
         assert seen[-1] > start, f"kill {i + 1} made no progress ({seen})"
     return seen
 

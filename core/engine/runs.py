@@ -20,22 +20,34 @@ from typing import Any
 import torch
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, disk_space
 
 CHECKPOINT_FORMAT = 1
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text under a temporary name, then rename: readers see the old file or
+    the new one, and a full disk leaves the old one (and a one-line `DiskFull`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with disk_space(path, needed=len(data), tmp=tmp):
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temporary name, then rename: a kill never leaves a torn checkpoint."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
-    os.replace(tmp, path)
+    """Serialize in memory, write under a temporary name, then rename: a kill never leaves
+    a torn checkpoint, and a full disk (which torch's zip writer reports only as "unexpected
+    pos") leaves the previous one and says how many bytes this one needed."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **payload}, buf)
+    atomic_write_bytes(path, buf.getbuffer())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -48,7 +60,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
-        what = f"it pickles {found.group(1)}" if found else str(exc).splitlines()[0][:120]
+        if not found:  # not a pickle of code: garbage, a text file, a half-copied file
+            raise UserError(f"checkpoint {path} is corrupt or not a torch checkpoint (it "
+                            f"does not unpickle); re-train or restore the file") from None
+        what = f"it pickles {found.group(1)}"
         raise UserError(f"checkpoint {path} needs pickled code to load, which is refused for "
                         f"safety ({what}); use checkpoints written by astrotransfer, or re-save "
                         f"it as a plain state dict") from None
@@ -146,10 +161,17 @@ class RunDir:
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
 
     def append_epoch(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record) + "\n"
         with open(self.metrics_path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+            size = fh.tell()
+            try:
+                with disk_space(self.metrics_path, needed=len(line)):
+                    fh.write(line)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except UserError:
+                fh.truncate(size)  # no torn line; last.pt holds the epoch anyway
+                raise
 
     def truncate_epochs(self, last_epoch: int) -> None:
         """Drop epoch records past the checkpoint, so a resumed run repeats none of them."""

@@ -997,10 +997,11 @@ def _strict(case: Case) -> Case:
 
 
 def all_cases() -> list[Case]:
-    from real_files import real_file_cases  # imports this module: import it late
+    from job_folders import job_folder_cases  # these import this module: import them late
+    from real_files import real_file_cases
 
     base = image_cases() + frame_cases() + name_cases() + store_cases() + run_cases() \
-        + output_cases() + real_file_cases()
+        + output_cases() + real_file_cases() + job_folder_cases()
     out = []
     for case in base:
         out.append(case)

@@ -112,6 +112,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ENV_RANK_TIMEOUT = "ASTROTRANSFER_RANK_TIMEOUT"
+DEFAULT_RANK_TIMEOUT_S = 300.0
+
+
+def rank_timeout() -> float:
+    """Seconds a rank waits for the others before it gives up: the process group's
+    collective timeout (training) and the staleness of a rank's heartbeat file (sharded
+    predict). A dead peer usually fails its connections at once; this bounds the case where
+    it vanishes silently (a node that hangs or loses its network). Default 300 s, set by
+    $ASTROTRANSFER_RANK_TIMEOUT (see docs/clusters.md)."""
+    raw = os.environ.get(ENV_RANK_TIMEOUT)
+    if not raw:
+        return DEFAULT_RANK_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise UserError(f"${ENV_RANK_TIMEOUT}={raw!r} must be a positive number of seconds")
+    return value
+
+
 def init_distributed(device: torch.device) -> torch.device:
     """Join (or, for a lone process, create) the process group; returns this rank's device.
 
@@ -137,7 +159,7 @@ def init_distributed(device: torch.device) -> torch.device:
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
-                                   verbose=False, timeout=timedelta(minutes=30))
+                                   verbose=False, timeout=timedelta(seconds=rank_timeout()))
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ and world > 1:
         per_node = int(os.environ.get("LOCAL_SIZE", world))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_node))

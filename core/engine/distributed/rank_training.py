@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import pickle
 import re
 import shutil
@@ -44,7 +45,9 @@ from ..training.optim import build_optimizer, layerwise_groups
 from ..training.single_run import pick_device, prepare
 from .collectives import convert_sync_batchnorm, gather_rows, plain_state_dict, row_counts
 from .ds_config import build_ds_config, eval_shard, global_steps, lr_at, micro_positions, use_bf16
-from .options import agree, init_distributed, options_dict, ranks, resolve_options
+from .options import (agree, init_distributed, options_dict, rank_timeout, ranks,
+                      resolve_options)
+from .watchdog import SCRATCH_PREFIX, Watchdog, lost_peer, sweep_dead_scratch
 
 log = logging.getLogger("astrotransfer")
 DS_DIR = "deepspeed"
@@ -135,6 +138,9 @@ class _Loop:
         self.world, self.rank, self.accum, self.steps = world, rank, accum, steps
         self.global_batch = micro * accum * world
         self.target, self.manage_lr = target, manage_lr
+        self.dog = Watchdog(rank, world, rank_timeout(), "training",
+                            f"launch the same command with --resume on {world} ranks to "
+                            f"continue from the last checkpoint in {ctx.run.path}")
 
     def epoch(self, epoch: int) -> tuple[torch.Tensor, float]:
         """Returns (CE sum, adapt loss x count, correct, count) summed over ranks, and the lr."""
@@ -172,6 +178,7 @@ class _Loop:
                     engine.step()
                     sums += torch.tensor([ce.item(), extra.item() * len(idx), correct.item(),
                                           len(idx)], dtype=torch.float64)
+                    self.dog.beat()
                 advance(1, info=f"loss {float(ce) / max(1, len(idx)):.3f}")
         if self.world > 1:
             dist.all_reduce(sums)
@@ -228,7 +235,8 @@ class DeepSpeedTrainer(Trainer):
                      manage_lr)
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
-            sums, lr = loop.epoch(epoch)
+            with loop.dog:  # armed for the steps and the epoch's all-reduce of their sums
+                sums, lr = loop.epoch(epoch)
             val_loss, val_acc = self._evaluate(engine, ctx.x_val, ctx.y_val, device, world, rank)
             count = max(1.0, float(sums[3]))
             record = epoch_record(epoch, float(sums[0]) / count, float(sums[1]) / count,
@@ -345,7 +353,6 @@ def _first_line(exc: BaseException) -> str:
 
 # ---------------------------------------------------------------- rank-aware train
 
-
 def train_distributed(cfg, resume: bool, single_process_train) -> RunDir:
     """`train` for one rank of a launched job (called by `training.dispatch.train`).
 
@@ -369,7 +376,9 @@ def train_distributed(cfg, resume: bool, single_process_train) -> RunDir:
         init_distributed(pick_device(cfg.device))
         if rank == 0:
             return single_process_train(cfg, resume)
-        with tempfile.TemporaryDirectory(prefix=f"astrotransfer-rank{rank}-") as scratch:
+        sweep_dead_scratch()
+        with tempfile.TemporaryDirectory(
+                prefix=f"{SCRATCH_PREFIX}{rank}-pid{os.getpid()}-") as scratch:
             local = dataclasses.replace(cfg, out=str(Path(scratch) / "run"))
             ctx = prepare(local, resume=False)
             cfg.image_size = local.image_size
@@ -377,7 +386,14 @@ def train_distributed(cfg, resume: bool, single_process_train) -> RunDir:
             ctx.resume_state = load_checkpoint(ctx.run.last) if resume else None
             get_registry().get("trainer", "deepspeed").fit(ctx)
             return ctx.run
-    except Exception:
+    except Exception as exc:
+        if world > 1 and lost_peer(exc):
+            done = len(RunDir(Path(cfg.out)).epochs())
+            raise UserError(
+                f"rank {rank}: another rank of this {world}-rank job died or stopped answering "
+                f"({lost_peer(exc)}), so this rank stopped too; launch the same command with "
+                f"--resume on {world} ranks to continue after epoch {done}, its last "
+                f"checkpoint") from None
         if not _state["agreed"] and world > 1 and dist.is_initialized():
             _state["agreed"] = True
             flags = agree(False)

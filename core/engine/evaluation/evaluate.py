@@ -22,7 +22,7 @@ from ...errors import UserError
 from ...store import CutoutStore
 from ..inference.observe import Observed, observe, subsample
 from ..inference.streaming import check_compatible, load_run_model, stream_predictions
-from ..runs import atomic_write_text, seed_runs
+from ..runs import atomic_write_text, load_checkpoint, seed_runs
 from .calibration import calibration_block
 from .label_free import MAX_OBJECTS, label_free_scores, source_observations, source_store_of
 from ..matching import run_labels
@@ -153,6 +153,8 @@ def evaluate_seeds(run_path: Path, seeds: list[Path], data: Path, split: str = "
     if unfinished:
         raise UserError(f"seed run {unfinished[0]} has no checkpoint yet; finish the job with "
                         f"`astrotransfer train --out {run_path} --resume`")
+    for s in seeds:  # every member readable before any member's report is written
+        load_checkpoint(s / "best.pt" if (s / "best.pt").exists() else s / "last.pt")
     evals = [evaluate_one(s, data, split, report, tta=tta) for s in seeds]
     first = evals[0]
     for e in evals[1:]:

@@ -24,7 +24,7 @@ from ...errors import UserError
 from ...store import CutoutStore
 from ..inference.observe import Observed, observe, subsample
 from ..inference.streaming import check_compatible, load_run_model
-from ..runs import member_runs
+from ..runs import atomic_write_text, member_runs
 from .metrics import information_maximization, prediction_entropy
 
 SCORES = ("dev", "entropy", "im", "mmd")
@@ -194,5 +194,5 @@ def rank_runs(runs: list[Path], target: Path, score: str, source: Path | None = 
     report = {"score": score, "lower_is_better": True, "target": str(target), "split": split,
               "source": str(source) if source else None, "runs": results}
     if out is not None:
-        Path(out).write_text(json.dumps(report, indent=2))
+        atomic_write_text(Path(out), json.dumps(report, indent=2))
     return report

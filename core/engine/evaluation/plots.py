@@ -8,6 +8,7 @@ returns the path it wrote.
 """
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..runs import atomic_write_bytes
 from . import metrics as M
 
 __all__ = [
@@ -41,8 +43,11 @@ def _figure(w: float, h: float) -> Figure:
 def _save(fig: Figure, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # No Software/date metadata: the same inputs give byte-identical files.
-    fig.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
+    # No Software/date metadata: the same inputs give byte-identical files. Drawn in
+    # memory and renamed into place: a stop or a full disk never leaves a torn PNG.
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=DPI, format="png", metadata={"Software": None})
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runs import atomic_write_text
 from . import plots
 
 __all__ = ["write_report", "format_table", "rich_table", "PLOT_FILES"]
@@ -222,7 +223,7 @@ def write_report(out_dir: Path, metrics: dict, probs, y_true, class_names, confi
 </body></html>
 """
     html_path = out_dir / "report.html"
-    html_path.write_text(doc, encoding="utf-8")
+    atomic_write_text(html_path, doc)
 
     md = [f"# {title}", "", f"Classes: {', '.join(map(str, names))}", "", "## Summary", "",
           _md_table(["metric", "value"], summary), "", "## Per class", "",
@@ -233,7 +234,7 @@ def write_report(out_dir: Path, metrics: dict, probs, y_true, class_names, confi
            _md_table(["key", "value"], conf) if conf else "(none recorded)",
            "", "## Data provenance", "",
            _md_table(["key", "value"], prov) if prov else "(none recorded)", ""]
-    (out_dir / "report.md").write_text("\n".join(md), encoding="utf-8")
+    atomic_write_text(out_dir / "report.md", "\n".join(md))
     return html_path
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runs import atomic_write_text
 from . import plots
 from .calibration import calibrated
 from .report import _CSS, _html_table, _md_table, rich_table, write_report
@@ -104,14 +105,14 @@ def add_sections(out_dir: Path, sections: list[Section], anchor: str = "Run conf
     block = "\n".join(parts_html) + "\n"
     text = text.replace(marker, block + marker, 1) if marker in text else \
         text.replace("</body>", block + "</body>", 1)
-    page.write_text(text, encoding="utf-8")
+    atomic_write_text(page, text)
     md = out_dir / "report.md"
     if md.exists():
         text = md.read_text(encoding="utf-8")
         marker = f"## {anchor}"
         block = "\n".join(parts_md) + "\n"
         text = text.replace(marker, block + marker, 1) if marker in text else text + block
-        md.write_text(text, encoding="utf-8")
+        atomic_write_text(md, text)
 
 
 def _context(run, info: dict, store_attrs: dict, data: Path) -> tuple[dict, dict]:
@@ -145,17 +146,16 @@ def _unlabelled_report(out_dir: Path, metrics: dict, probs: np.ndarray, title: s
     e = html.escape
     pred = np.bincount(probs.argmax(1), minlength=probs.shape[1])
     rows = [[n, str(int(c))] for n, c in zip(metrics["class_names"], pred)]
-    (out_dir / "report.html").write_text(
+    atomic_write_text(out_dir / "report.html",
         f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title)}"
         f"</title><style>{_CSS}</style></head><body>\n<h1>{e(title)}</h1>\n"
         f"<p>This split has no labels: accuracy-type metrics are undefined.</p>\n"
         f"<h2>Predicted classes</h2>\n{_html_table(['class', 'objects'], rows)}\n"
         f"<figure><img src=\"entropy.png\" alt=\"entropy\"><figcaption>Prediction entropy"
-        f"</figcaption></figure>\n</body></html>\n", encoding="utf-8")
-    (out_dir / "report.md").write_text(
+        f"</figcaption></figure>\n</body></html>\n")
+    atomic_write_text(out_dir / "report.md",
         f"# {title}\n\nThis split has no labels.\n\n## Predicted classes\n\n"
-        f"{_md_table(['class', 'objects'], rows)}\n\n![entropy](entropy.png)\n",
-        encoding="utf-8")
+        f"{_md_table(['class', 'objects'], rows)}\n\n![entropy](entropy.png)\n")
 
 
 def write_seeds_report(out_dir: Path, metrics: dict, ens_target, evals, run_path: Path,

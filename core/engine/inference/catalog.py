@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ... import interrupt
 from ...catalog import PartWriter
 from ...errors import UserError
 from ...progress import progress_bar
@@ -39,12 +40,20 @@ def predict_catalog(run_path: Path, data: Path, out: Path, split: str = "all",
                 "n": int(len(rows)), "batch_size": batch_size, "embedding": with_embedding,
                 "tta": tta, "precision": model.inference_precision}
     writer = PartWriter(Path(out), manifest, overwrite=overwrite, shard=world > 1)
+    stale_after = job = None
+    if world > 1:  # rank 0 must notice a dead rank in bounded time, not wait for its parts
+        import os
+
+        from ..distributed.options import rank_timeout
+        stale_after = rank_timeout()
+        job = f"{os.environ.get('MASTER_ADDR', '')}:{os.environ.get('MASTER_PORT', '')}"
+        writer.start_heartbeat(rank, every=min(2.0, stale_after / 5))
     try:
         n_chunks = (len(rows) + batch_size - 1) // batch_size
         done = writer.done_chunks()
         mine = [i for i in range(rank, n_chunks, world) if i not in done]
         names = np.asarray(info["class_names"])
-        with progress_bar("predict", len(mine)) as advance:
+        with progress_bar("predict", len(mine)) as advance, interrupt.deferred():
             todo = np.concatenate([rows[i * batch_size:(i + 1) * batch_size] for i in mine]) \
                 if mine else rows[:0]
             chunks = stream_chunks(model, store, todo, bands, info["image_size"], batch_size,
@@ -59,9 +68,13 @@ def predict_catalog(run_path: Path, data: Path, out: Path, split: str = "all",
                     cols.update({f"emb_{j}": feats[:, j] for j in range(feats.shape[1])})
                 writer.write_chunk(i, cols)
                 advance(1)
+                interrupt.check(f"predict after {len(writer.done_chunks())} of {n_chunks} "
+                                f"chunks", f"{writer.dir} keeps them: run the same command "
+                                f"again to resume")
         if rank != 0:
+            writer.mark_done(rank, job)
             return {"catalog": None, "n": int(len(rows)), "resumed_chunks": len(done)}
-        writer.wait_for(n_chunks, merge_timeout)
+        writer.wait_for(n_chunks, merge_timeout, world, job, stale_after)
         path = writer.finish(n_chunks)
     finally:
         writer.close()
@@ -90,6 +103,14 @@ def embed_store(run_path: Path, data: Path, split: str = "all", batch_size: int 
     with `tta` > 1 the mean features over that many flips/rotations."""
     model, info, run = load_run_model(run_path, tta=tta)
     store = CutoutStore.open(data, mode="r+")
+    with locked(store.path, "store"):  # the whole run: no ingest may change the rows read
+        return _embed_locked(model, info, store, split, batch_size, tta)
+
+
+def _embed_locked(model, info, store, split, batch_size, tta) -> dict:
+    """embed_store's work under the store lock. A stop signal while streaming exits at once
+    (nothing was written yet); the three arrays are then written as one deferred unit, so a
+    stop never leaves rows without their embeddings."""
     bands = check_compatible(info, store)
     rows = store.indices(split)
     feats, probs = [], []
@@ -100,7 +121,7 @@ def embed_store(run_path: Path, data: Path, split: str = "all", batch_size: int 
             probs.append(p)
             advance(len(r))
     meta = {"run_id": info["run_id"], "split": split, "backbone": info["backbone"], "tta": tta}
-    with locked(store.path, "store"):
+    with interrupt.deferred():
         store.write_run_array(info["run_id"], "rows", rows.astype(np.int64), meta)
         store.write_run_array(info["run_id"], "embeddings", np.concatenate(feats), meta)
         store.write_run_array(info["run_id"], "probabilities", np.concatenate(probs),

@@ -22,6 +22,7 @@ from ... import __version__
 from ...adapter import compose
 from ...config import TrainConfig, normalize, resolve_epochs
 from ...errors import UserError, check_output_folder
+from ...interrupt import Stopped
 from ...registry import get_registry
 from ...store import CutoutStore, locked
 from ...trainer import TrainContext
@@ -279,8 +280,10 @@ def train_one(cfg: TrainConfig, resume: bool = False) -> RunDir:
         with locked(out, "run directory"):
             ctx = prepare(cfg, resume)
             get_registry().get("trainer", cfg.trainer).fit(ctx)
-    except UserError:
+    except (UserError, Stopped):
         if fresh and not (out / "last.pt").exists():
-            shutil.rmtree(out, ignore_errors=True)  # no half-made run from bad input
+            # no half-made run from bad input or a stop before the first checkpoint, so
+            # the same command (without --resume) can simply run again
+            shutil.rmtree(out, ignore_errors=True)
         raise
     return ctx.run
