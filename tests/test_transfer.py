@@ -230,7 +230,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_with_layerwise_lrs(sim_pai
 
     src, _ = sim_pair
     train(_tiny(source=str(src), out=str(tmp_path / "c"), epochs=4, batch_size=8,
-                warmup_epochs=1))
+                warmup_epochs=1, scheduler="cosine"))
     lrs = [r["lr"] for r in _records(tmp_path / "c")]
     assert lrs[0] < 1e-3 and lrs[1] == pytest.approx(1e-3, rel=0.2)
     assert lrs[1] > lrs[2] > lrs[3] > 0 and lrs[3] < 0.3e-3
