@@ -64,7 +64,8 @@ def small_table(results) -> list[str]:
              "/ ln 2 | ECE before → after T | fitted T | epochs | train time (s) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name in ("gz1", "ceers"):
-        for method in ("fine-tune (defaults)", "linear probe"):
+        for method in ("fine-tune (defaults)", "fine-tune (today's defaults: no decay, plateau)",
+                       "linear probe"):
             runs = _group(results, "small", name, method)
             if not runs:
                 continue
@@ -115,16 +116,18 @@ def plot_small(results, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     for ax, name in zip(axes, ("gz1", "ceers")):
-        for method, style in (("fine-tune (defaults)", "-"), ("linear probe", "--")):
+        for method, style, colour in (("fine-tune (defaults)", "-", "C0"),
+                                      ("fine-tune (today's defaults: no decay, plateau)", "-",
+                                       "C2"), ("linear probe", "--", "C1")):
             for i, r in enumerate(_group(results, "small", name, method)):
                 ep = [e["epoch"] for e in r["epochs"]]
                 ax.plot(ep, [e["val_loss"] / math.log(2) for e in r["epochs"]], style,
-                        color="C0" if method.startswith("fine") else "C1", alpha=0.8,
+                        color=colour, alpha=0.8,
                         label=method if i == 0 else None)
         ax.axhline(1.5, color="grey", lw=0.8, ls=":")
         ax.set_title(f"{name.upper()}: 300 labelled objects")
         ax.set_xlabel("epoch")
-        ax.legend()
+        ax.legend(fontsize=7)
     axes[0].set_ylabel("validation loss / ln 2 (chance = 1)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -260,6 +260,7 @@ def train_plan(p: dict, work: Path, data: Path) -> list[dict]:
     for name in ("gz1", "ceers"):
         for seed in range(p["small_seeds"]):
             for method, opts in (("fine-tune (defaults)", FIRST_RECIPE),
+                                 ("fine-tune (today's defaults: no decay, plateau)", {}),
                                  ("linear probe", {"stages": [{"train": "head",
                                                                "epochs": None}]})):
                 jobs.append({"key": ["small", name, method, seed], "calibrate": True,
