@@ -174,8 +174,8 @@ def write_report(results: list[dict], p: dict, speed: dict, args, seconds: float
         *ablation_table(results, "sim", ABLATION, "target", "target_tta"), "",
         "## (c) Small data: 300 labelled objects", "",
         f"{p['small_n']} objects from the TRAIN split of each full store (80 % train / 20 % val "
-        "within them), trained with the first recipe's defaults (layer decay 0.7, cosine; epochs "
-        "chosen by size: ≥ 300 optimizer "
+        "within them); 'fine-tune (defaults)' is the first recipe (layer decay 0.7, cosine), "
+        "the next row today's defaults (epochs chosen by size in both: ≥ 300 optimizer "
         "steps), scored on the full store's untouched test split. Calibration: temperature "
         "scaling fitted on the full store's validation split (`evaluate`). Linear probe = "
         "`--stages head` (frozen ImageNet features, BatchNorm statistics kept).", "",
