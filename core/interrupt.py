@@ -80,6 +80,7 @@ def stop_on_signals() -> Iterator[None]:
         yield
     finally:
         _restore(previous)
+        _state["signal"] = None  # handled (or never came): nothing for a later run to act on
 
 
 @contextmanager
@@ -90,6 +91,10 @@ def deferred() -> Iterator[None]:
     handlers on the way out; nests.
     """
     previous = _install() if signal.getsignal(signal.SIGTERM) is not _handler else None
+    if previous is not None and not _state["deferring"]:
+        # outermost block of a Python-API call: a request left over from an earlier call in
+        # this process (one that finished its last unit before checking) is not this one's
+        _state["signal"] = None
     _state["deferring"] += 1
     try:
         yield

@@ -12,6 +12,7 @@ mean ± std over seeds (`aggregate`) and the metrics of the seed-averaged probab
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,12 @@ from ...errors import UserError
 from ...store import CutoutStore
 from ..inference.observe import Observed, observe, subsample
 from ..inference.streaming import check_compatible, load_run_model, stream_predictions
-from ..runs import atomic_write_text, load_checkpoint, seed_runs
+from ..runs import atomic_write_text, job_kind, load_checkpoint, round_runs, seed_runs
 from .calibration import calibration_block
 from .label_free import MAX_OBJECTS, label_free_scores, source_observations, source_store_of
 from ..matching import run_labels
+
+log = logging.getLogger("astrotransfer")
 
 
 def predict_split(run_path: Path, data: Path, split: str = "test"):
@@ -210,6 +213,13 @@ def evaluate_run(run_path: Path, data: Path, split: str = "test", report: bool =
     seeds = seed_runs(run_path)
     if seeds:
         return evaluate_seeds(Path(run_path), seeds, data, split, report, tta=tta)
+    if job_kind(run_path) == "recursive":  # the job's model is its last round's
+        rounds = round_runs(run_path)
+        if not rounds:
+            raise UserError(f"recursive job {run_path} has no finished round; resume it with "
+                            f"`train ... --resume`")
+        log.info("recursive job %s: evaluating its last round, %s", run_path, rounds[-1].name)
+        run_path = rounds[-1]
     return evaluate_one(Path(run_path), data, split, report, tta=tta).metrics
 
 
