@@ -136,7 +136,7 @@ def load_pretrained_state(model: nn.Module, state_dict: dict, keep_head: bool = 
             src, dst = state[key].shape[1], own[key].shape[1]
             state[key] = adapt_input_conv(dst, state[key], base_chans=src)
             notes.append(f"stem {conv} adapted {src}->{dst} bands by timm adapt_input_conv")
-    head_keys = {f"{h}.{p}" for h in _head_names(model, cfg) for p in ("weight", "bias")}
+    head_keys = head_param_keys(model)
     for key in head_keys & set(state):
         if not keep_head or key not in own or state[key].shape != own[key].shape:
             del state[key]
@@ -156,6 +156,12 @@ def load_pretrained_state(model: nn.Module, state_dict: dict, keep_head: bool = 
     else:
         notes.append(f"new {getattr(model, 'num_classes', '?')}-class head")
     return "; ".join(notes)
+
+
+def head_param_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of the classifier head (the layers a checkpoint's head lives in)."""
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    return {f"{h}.{p}" for h in _head_names(model, cfg) for p in ("weight", "bias")}
 
 
 def _head_names(model: nn.Module, cfg: dict) -> tuple[str, ...]:

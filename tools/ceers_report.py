@@ -86,7 +86,7 @@ def method_table(results, adapters) -> list[str]:
     return lines
 
 
-def few_shot_table(results, ns) -> tuple[list[str], dict]:
+def few_shot_table(results, ns) -> list[str]:
     """Accuracy and balanced accuracy per start and N: the test split is 69 % elliptical,
     so accuracy alone rewards a run that calls everything elliptical."""
     starts = (("imagenet", "ImageNet only"), ("gz1", "GZ1-trained"),
@@ -113,7 +113,7 @@ def few_shot_table(results, ns) -> tuple[list[str], dict]:
             worse = -d > 2 * se
             diffs.append(f"{d:+.3f} ({se:.3f}){' *' if sig else ' †' if worse else ''}")
         lines.append(f"| {n} | " + " | ".join(cells + diffs) + " |")
-    return lines, {}
+    return lines
 
 
 def few_shot_answer(results, ns) -> str:
@@ -284,7 +284,7 @@ def write_report(results, maps, choice, p, cmds, args, work: Path, times: dict) 
     counts = np.bincount(ceers.column("label")[test], minlength=2)
     chance = counts.max() / counts.sum()
     hp_test = len(sizes["ceers_hp"].labelled_indices("test", "the study"))
-    fs_lines, _ = few_shot_table(results, p["ns"])
+    fs_lines = few_shot_table(results, p["ns"])
     rank_lines, rank_summary = rank_table(results, p["adapters"])
     from ceers_plots import domain_separability, plot_few_shot, plot_methods_and_rank, plot_tsne
 
@@ -373,7 +373,7 @@ def write_report(results, maps, choice, p, cmds, args, work: Path, times: dict) 
         f"![t-SNE](ceers_tsne{tag}.png)",
         "",
         "How far apart the two surveys stay in feature space: a linear classifier telling "
-        f"GZ1 from CEERS-pool features ({p['tsne_n']} objects each, 5-fold) is right "
+        f"GZ1 from CEERS-pool features (test splits, up to {p['tsne_n']} objects each, 5-fold) is right "
         + ", ".join(f"{sep:.1%} of the time for {m['key'].replace('_', ' ')}"
                     for m, sep in zip(maps, seps))
         + " (50 % would mean the domains are aligned).",

@@ -158,19 +158,16 @@ def features_job(job: dict) -> dict:
 
     import astrotransfer as at
 
-    done = Path(job["run"]).parent / ".features.json"
+    done = Path(job["run"]).parent / ".features_test.json"
     if done.exists():
         return json.loads(done.read_text())
     run = at.load_run(job["run"])
     out = {}
     for name, path in job["stores"].items():
-        store = at.open_store(path)
-        rows = np.sort(np.random.default_rng(0).choice(store.n, min(job["n"], store.n),
-                                                       replace=False))
-        x = store.read_images(rows)
-        if run.info["in_chans"] == 1 and x.shape[1] > 1:  # the run's recorded mean view
-            x = x.mean(axis=1, keepdims=True)
-        out[name] = run.features_array(x).tolist()
+        feats = run.observe(path, split="test")["feats"]  # bands by the run's own policy
+        keep = np.random.default_rng(0).choice(len(feats), min(job["n"], len(feats)),
+                                               replace=False)
+        out[name] = feats[np.sort(keep)].tolist()
     done.write_text(json.dumps({"key": job["key"], "features": out}))
     return {"key": job["key"], "features": out}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...backbone import load_pretrained_state, read_state_dict
+from ...backbone import head_param_keys, load_pretrained_state, read_state_dict
 from ...errors import UserError
 from ..models import build_model
 from ..runs import SEEDS_FILE, RunDir
@@ -61,7 +61,7 @@ def build_from_run(run_path: str | Path, backbone: str, in_chans: int, class_nam
     model, _ = build_model(backbone, in_chans=in_chans, num_classes=len(class_names),
                            pretrained="none", drop_rate=drop_rate, head_init=head_init)
     old = [str(c) for c in info.get("class_names", [])]
-    keys = _head_keys(model)
+    keys = head_param_keys(model)
     if sorted(old) == sorted(class_names):
         order = torch.tensor([old.index(c) for c in class_names])
         for key in keys & set(state):
@@ -82,8 +82,3 @@ def build_from_run(run_path: str | Path, backbone: str, in_chans: int, class_nam
     survey = (info.get("source") or {}).get("survey", "?")
     return model, f"weights of run {path} (trained on {survey}; {'; '.join([head, *stem])})"
 
-
-def _head_keys(model: nn.Module) -> set[str]:
-    head = model.get_classifier()
-    names = [n for n, m in model.named_modules() if m is head and n]
-    return {f"{n}.{p}" for n in names for p in ("weight", "bias")}
