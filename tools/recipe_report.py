@@ -59,13 +59,25 @@ def ablation_table(results, part: str, labels, score: str, tta_score: str | None
     return lines
 
 
+def _spread(sc: list[dict]) -> str:
+    """Mean bootstrap 16-84 % range of the ECE after T, and the calibrated model's floor."""
+    sp = [s["ece_spread"] for s in sc if s.get("ece_spread")]
+    if not sp:
+        return "–"
+    lo, hi = (statistics.fmean(x[k] for x in sp) for k in ("boot_p16", "boot_p84"))
+    floor = statistics.fmean(x["floor_mean"] for x in sp)
+    return f"{lo:.3f}–{hi:.3f} ({floor:.3f})"
+
+
 def small_table(results) -> list[str]:
+    from recipe_results import SMALL_METHODS
+
     lines = ["| survey | method | seeds | test accuracy | balanced | max val loss after epoch 1 "
-             "/ ln 2 | ECE before → after T | fitted T | epochs | train time (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "/ ln 2 | ECE before → after T | ECE after T: bootstrap 16–84 % (floor) | "
+             "fitted T | epochs | train time (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in ("gz1", "ceers"):
-        for method in ("fine-tune (defaults)", "fine-tune (today's defaults: no decay, plateau)",
-                       "linear probe"):
+        for method in SMALL_METHODS:
             runs = _group(results, "small", name, method)
             if not runs:
                 continue
@@ -76,7 +88,7 @@ def small_table(results) -> list[str]:
                 f"| {name.upper()} | {method} | {len(runs)} | {_ms([s['accuracy'] for s in sc])} | "
                 f"{_ms([s['balanced'] for s in sc])} | {_ms(worst, 2)} | "
                 f"{_ms([s['ece'] for s in sc])} → {_ms([s['ece_after'] for s in sc])} | "
-                f"{_ms([s['temperature'] for s in sc], 2)} | {len(runs[0]['epochs'])} | "
+                f"{_spread(sc)} | {_ms([s['temperature'] for s in sc], 2)} | {len(runs[0]['epochs'])} | "
                 f"{_ms([_train_seconds(r) for r in runs], 0)} |")
     return lines
 
@@ -118,7 +130,8 @@ def plot_small(results, path: Path) -> None:
     for ax, name in zip(axes, ("gz1", "ceers")):
         for method, style, colour in (("fine-tune (defaults)", "-", "C0"),
                                       ("fine-tune (today's defaults: no decay, plateau)", "-",
-                                       "C2"), ("linear probe", "--", "C1")):
+                                       "C2"), ("fine-tune (new defaults)", "-", "C3"),
+                                      ("linear probe", "--", "C1")):
             for i, r in enumerate(_group(results, "small", name, method)):
                 ep = [e["epoch"] for e in r["epochs"]]
                 ax.plot(ep, [e["val_loss"] / math.log(2) for e in r["epochs"]], style,

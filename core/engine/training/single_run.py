@@ -227,9 +227,9 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
         log.info("epochs: %d, chosen for %d training objects (at least --min-steps %d "
                  "optimizer steps; pass --epochs to fix it)", cfg.epochs, len(y_tr), cfg.min_steps)
         normalize(cfg)  # the stages' split of the epochs is checked now that they are known
-    if not resume and apply_lp_ft(cfg, len(y_tr)):  # small sets: the probe first (LP-FT)
+    # small sets: the probe first (LP-FT); deterministic, so a resumed member re-derives it
+    if apply_lp_ft(cfg, len(y_tr), model, not provenance.startswith("random init")):
         normalize(cfg)
-        check_stages(model, cfg.stages)
     run = RunDir(Path(cfg.out))
     resume_state = _open_run_dir(run, cfg, resume)
     if resume_state is None:

@@ -32,18 +32,19 @@ SMALL_SET = 1000
 FINETUNE_LR_SCALE = 0.1
 
 
-def probe_epochs_for(cfg: TrainConfig, n_train: int) -> int:
+def probe_epochs_for(cfg: TrainConfig, n_train: int, pretrained: bool = True) -> int:
     """Head-only epochs before everything trains: the rule behind `--probe-epochs auto`.
 
     An explicit `cfg.probe_epochs` wins (0 turns LP-FT off). Otherwise half the run's epochs
     (rounded down) for a training set under `SMALL_SET` objects, and 0 when the run cannot or
-    should not have a probe stage: explicit `--stages`, no pretrained weights (a random
-    backbone's features are not worth probing), fewer than 2 epochs, or a trainer other
-    than the standard one (the DeepSpeed trainer has no stages).
+    should not have a probe stage: explicit `--stages`, a backbone without pretrained
+    weights (random features are not worth probing), fewer than 2 epochs, or a trainer
+    other than the standard one (the DeepSpeed trainer has no stages).
 
     Args:
         cfg: the run's config, with `epochs` already fixed (`resolve_epochs`).
         n_train: labelled objects in the training set.
+        pretrained: whether the backbone got pretrained weights (not random init).
     Returns:
         the number of head-only epochs (0 = plain fine-tune).
     Example:
@@ -55,26 +56,40 @@ def probe_epochs_for(cfg: TrainConfig, n_train: int) -> int:
         return 0
     if cfg.probe_epochs is not None:
         return min(int(cfg.probe_epochs), cfg.epochs - 1)
-    if cfg.trainer != "standard" or str(cfg.pretrained).lower() == "none":
+    if cfg.trainer != "standard" or not pretrained:
         return 0
     return cfg.epochs // 2 if n_train < SMALL_SET else 0
 
 
-def apply_lp_ft(cfg: TrainConfig, n_train: int) -> bool:
+def apply_lp_ft(cfg: TrainConfig, n_train: int, model=None, pretrained: bool = True) -> bool:
     """Turn `cfg` into an LP-FT schedule in place when `probe_epochs_for` says so.
 
     The schedule is written as ordinary stages (`head` for K epochs, then `all` at
     `FINETUNE_LR_SCALE` x lr) with `keep_bn_stats` on, so config.yaml records exactly what
-    ran and `--resume` needs no rule. Returns True when it did.
+    ran. The rule is deterministic (size, epochs, weights), so a resumed run derives the
+    same stages again. A `model` whose head cannot be told from its body keeps the plain
+    fine-tune when the rule was automatic. Returns True when it applied.
     """
     if cfg.stages:  # the user's own schedule, or one this rule already wrote (seed jobs)
         return False
-    k = probe_epochs_for(cfg, n_train)
+    automatic = cfg.probe_epochs is None
+    k = probe_epochs_for(cfg, n_train, pretrained)
     cfg.probe_epochs = k  # config.yaml records the resolved value
     if k <= 0:
         return False
     cfg.stages = [{"train": "head", "epochs": k},
                   {"train": "all", "epochs": None, "lr": cfg.lr * FINETUNE_LR_SCALE}]
+    if model is not None:
+        from ...errors import UserError
+        from .stages import check_stages
+
+        try:
+            check_stages(model, cfg.stages)
+        except UserError:
+            if not automatic:
+                raise
+            cfg.stages, cfg.probe_epochs = [], 0
+            return False
     cfg.keep_bn_stats = True
     log.info("LP-FT for %d training objects: head only for %d epochs, then everything at "
              "lr %.2g for %d (BatchNorm statistics kept; --probe-epochs 0 turns it off)",
