@@ -88,7 +88,7 @@ def train(
     epochs: Annotated[Optional[int], typer.Option(help="epochs [by training-set size: at least --min-steps steps, 3 epochs]")] = None,
     min_steps: Annotated[Optional[int], typer.Option(help="optimizer steps the automatic --epochs reaches [300]")] = None,
     stages: Annotated[Optional[str], typer.Option(help="progressive unfreezing, RULE=EPOCHS[@LR],...: head | top:F | top:N | all_but_stem | all | prefix:A+B")] = None,
-    probe_epochs: Annotated[Optional[int], typer.Option(help="LP-FT: head-only epochs, then everything at lr/10 with BatchNorm statistics kept; 0 = off [half the epochs under 1,000 training objects, else 0]")] = None,
+    probe_epochs: Annotated[Optional[int], typer.Option(help="LP-FT: head-only epochs, then everything at lr/100 with BatchNorm statistics kept; 0 = off [half the epochs under 1,000 training objects, else 0]")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="input size in px [store's]")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="batch size [32]")] = None,
     lr: Annotated[Optional[float], typer.Option(help="the head's learning rate [1e-3]")] = None,

@@ -70,7 +70,7 @@ class TrainConfig:
     # progressive unfreezing, [{epochs, train, lr?}, ...]; [] = everything trains throughout
     # (rules in astrotransfer.engine.training.stages)
     stages: list[dict] = field(default_factory=list)
-    # LP-FT (Kumar et al. 2022): head-only epochs before everything trains at lr/10; None =
+    # LP-FT (Kumar et al. 2022): head-only epochs before everything trains at lr/100; None =
     # by size: half the epochs for training sets under 1,000 objects, else 0 (rule and
     # measurements: engine/training/small_data.py)
     probe_epochs: int | None = None
