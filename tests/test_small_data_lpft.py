@@ -29,6 +29,7 @@ from conftest import TINY_BACKBONE, tiny_run_copy
      240, True, 0),                                          # the user's own schedule wins
     (dict(epochs=34, trainer="deepspeed"), 240, True, 0),   # that trainer has no stages
     (dict(epochs=34, adapt="dann"), 240, True, 0),          # adaptation: not measured
+    (dict(epochs=34, target="des.zarr"), 240, True, 0),     # nor with a target survey
     (dict(epochs=34, probe_epochs=0), 240, True, 0),        # switched off
     (dict(epochs=6, probe_epochs=2), 3800, True, 2),        # asked for on a large set
     (dict(epochs=6, probe_epochs=2), 240, False, 2),        # asked for without weights

@@ -41,8 +41,9 @@ def probe_epochs_for(cfg: TrainConfig, n_train: int, pretrained: bool = True) ->
 
     An explicit `cfg.probe_epochs` wins (0 turns LP-FT off). Otherwise half the run's epochs
     (rounded down) for a training set under `SMALL_SET` objects, and 0 when the run cannot or
-    should not have a probe stage: explicit `--stages`, domain adaptation (`--adapt` other
-    than finetune, or its add-ons: not measured with LP-FT), a backbone without pretrained
+    should not have a probe stage: explicit `--stages`, a target survey in the run (domain
+    adaptation, few-shot target labels, recursive pseudo-labelling: not measured with
+    LP-FT, and a recursive round continues a trained model), a backbone without pretrained
     weights (random features are not worth probing), fewer than 2 epochs, or a trainer
     other than the standard one (the DeepSpeed trainer has no stages).
 
@@ -61,7 +62,8 @@ def probe_epochs_for(cfg: TrainConfig, n_train: int, pretrained: bool = True) ->
         return 0
     if cfg.probe_epochs is not None:
         return min(int(cfg.probe_epochs), cfg.epochs - 1)
-    adapting = cfg.adapt != "finetune" or cfg.fisher or cfg.entropy
+    adapting = (cfg.target or cfg.pseudo_labels or cfg.adapt != "finetune" or cfg.fisher
+                or cfg.entropy)
     if cfg.trainer != "standard" or not pretrained or adapting:
         return 0
     return cfg.epochs // 2 if n_train < SMALL_SET else 0
