@@ -100,3 +100,31 @@ def test_small_set_from_pretrained_weights_gets_lp_ft_by_default(sim_pair, tiny_
     assert [s["train"] for s in cfg["stages"]] == ["head", "all"]
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["train"] for r in recs] == ["head", "head", "all", "all"]
+
+
+# ------------------------------------------------------------------ the study's ECE spread
+
+
+def test_study_ece_matches_evaluate_and_its_floor_is_the_calibrated_models(tmp_path):
+    """tools/recipe_small.py restates evaluate's ECE (tools use the public API only): both
+    must agree, and labels drawn from the probabilities themselves give a small floor."""
+    import sys
+
+    import numpy as np
+
+    from astrotransfer.engine.evaluation.calibration import log_probs
+    from astrotransfer.engine.evaluation.metrics import (apply_temperature,
+                                                         expected_calibration_error)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from recipe_small import at_temperature, ece_spread, top_label_ece
+
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet([0.7, 0.7, 0.7], size=190)
+    y = rng.integers(0, 3, 190)
+    assert top_label_ece(y, probs) == pytest.approx(expected_calibration_error(y, probs))
+    assert at_temperature(probs, 2.3) == pytest.approx(apply_temperature(log_probs(probs), 2.3))
+    sp = ece_spread(probs, y, 2.3, n_boot=200)
+    assert sp["boot_p16"] <= sp["ece"] <= sp["boot_p84"] + 0.02
+    calibrated = (rng.random((190, 1)) > at_temperature(probs, 2.3).cumsum(1)).sum(1)
+    floor = ece_spread(probs, calibrated, 2.3, n_boot=200)
+    assert 0.0 < floor["floor_mean"] < 0.1 and floor["ece"] < sp["ece"]
