@@ -14,7 +14,7 @@ from astrotransfer.engine.training.dispatch import train
 from astrotransfer.engine.training.small_data import (FINETUNE_LR_SCALE, SMALL_SET, apply_lp_ft,
                                                       probe_epochs_for)
 from astrotransfer.errors import UserError
-from conftest import TINY_BACKBONE, tiny_run_copy
+from conftest import TINY_BACKBONE, error_lines, run_cli, tiny_run_copy
 
 
 @pytest.mark.parametrize("cfg,n_train,pretrained,expected", [
@@ -52,9 +52,14 @@ def test_apply_writes_the_schedule_once_and_records_it():
     assert (large.stages, large.keep_bn_stats, large.probe_epochs) == ([], False, 0)
 
 
-def test_negative_probe_epochs_is_a_one_line_error():
+def test_negative_probe_epochs_is_a_one_line_error(tmp_path):
     with pytest.raises(UserError, match=r"--probe-epochs must be >= 0"):
         load_config(None, {"probe_epochs": -1})
+    proc = run_cli("train", "--source", tmp_path / "none.zarr", "--out", tmp_path / "run",
+                   "--probe-epochs", "-1")
+    lines = error_lines(proc.stderr)
+    assert proc.returncode != 0 and len(lines) == 1 and "--probe-epochs" in lines[0], lines
+    assert not (tmp_path / "run").exists()
 
 
 # ------------------------------------------------------------------ real runs
