@@ -70,6 +70,11 @@ class TrainConfig:
     # progressive unfreezing, [{epochs, train, lr?}, ...]; [] = everything trains throughout
     # (rules in astrotransfer.engine.training.stages)
     stages: list[dict] = field(default_factory=list)
+    # LP-FT (Kumar et al. 2022): head-only epochs before everything trains at lr/100; None =
+    # by size: half the epochs for training sets under 1,000 objects, else 0 (rule and
+    # measurements: engine/training/small_data.py)
+    probe_epochs: int | None = None
+    keep_bn_stats: bool = False  # BatchNorm keeps its pretrained statistics (LP-FT sets it)
     optimizer: str = "adamw"
     # plateau (on the val loss; the default, for the same measurements as layer_decay) |
     # cosine (per step, after a 5 % warm-up) | none
@@ -224,6 +229,8 @@ def _check_values(cfg: TrainConfig) -> None:
     need(cfg.lr_patience >= 0 and 0.0 < cfg.lr_factor < 1.0,
          f"--lr-patience must be >= 0 and --lr-factor in (0, 1), got {cfg.lr_patience} and "
          f"{cfg.lr_factor}")
+    need(cfg.probe_epochs is None or cfg.probe_epochs >= 0,
+         f"--probe-epochs must be >= 0 (0 = off), got {cfg.probe_epochs}")
     need(cfg.early_stop >= 0, f"--early-stop must be >= 0 (0 = off), got {cfg.early_stop}")
     need(cfg.seeds >= 1, f"--seeds must be at least 1, got {cfg.seeds}")
     need(cfg.recursive >= 0, f"--recursive must be >= 0, got {cfg.recursive}")

@@ -79,7 +79,9 @@ class Schedule:
 
     def train_mode(self) -> None:
         self.ctx.model.train()
-        if self.cfg.stages:
+        if getattr(self.cfg, "keep_bn_stats", False):  # LP-FT: the probe's features stay put
+            freeze_frozen_batchnorm(self.ctx.model, all_layers=True)
+        elif self.cfg.stages:
             freeze_frozen_batchnorm(self.ctx.model)
         if self.ctx.adapter_module is not None:
             self.ctx.adapter_module.train()

@@ -66,6 +66,15 @@ SIM_ROWS = tuple(ABLATION)
 #: the rows the default hangs on get more sim seeds: the pair's seed spread is ~0.1
 SIM_MORE_SEEDS = ("+ zero head", NEW,
                   "+ zero head, label smoothing, rotation/shift/zoom (no decay, plateau)")
+#: section (c): method -> options. The plain fine-tune row is pinned to no LP-FT (it was the
+#: default before LP-FT became the small-set default: the "new defaults" row)
+SMALL_NEW = "fine-tune (new defaults)"
+SMALL_METHODS = {
+    "fine-tune (defaults)": FIRST_RECIPE,
+    "fine-tune (today's defaults: no decay, plateau)": {"probe_epochs": 0},
+    SMALL_NEW: {},
+    "linear probe": {"stages": [{"train": "head", "epochs": None}]},
+}
 BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 
 # Sizes: the full study fits ~1.5 h on 2 shared cores. The GZ1 ablation trains at 40 px
@@ -127,6 +136,12 @@ def train_job(job: dict) -> dict:
         else:
             m = run.metrics(store, split, tta=tta)
         result["scores"][name] = {**_slim(m), "eval_seconds": round(time.perf_counter() - t1, 1)}
+        if job.get("ece_spread"):  # how much of the ECE the test split's size explains
+            from recipe_small import ece_spread
+
+            seen = run.observe(store, split)
+            result["scores"][name]["ece_spread"] = ece_spread(
+                seen["probs"], seen["labels"], result["scores"][name]["temperature"])
     done.write_text(json.dumps(result))
     return {**result, "key": job["key"]}
 
@@ -259,11 +274,9 @@ def train_plan(p: dict, work: Path, data: Path) -> list[dict]:
                              image_size=p["train_size"], seed=seed, out=str(work / "backbones" / backbone / f"seed_{seed}"))})
     for name in ("gz1", "ceers"):
         for seed in range(p["small_seeds"]):
-            for method, opts in (("fine-tune (defaults)", FIRST_RECIPE),
-                                 ("fine-tune (today's defaults: no decay, plateau)", {}),
-                                 ("linear probe", {"stages": [{"train": "head",
-                                                               "epochs": None}]})):
+            for method, opts in SMALL_METHODS.items():
                 jobs.append({"key": ["small", name, method, seed], "calibrate": True,
+                             "ece_spread": method == SMALL_NEW,
                              "eval": {"test": (s[name], "test", 1)}, "cfg": dict(
                                  common, **opts, source=s[f"{name}_small"], seed=seed,
                                  out=str(work / "small" / name / _slug(method) / f"seed_{seed}"))})
@@ -364,14 +377,21 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop starting runs after this long and report what is done "
                          "(rows then have fewer seeds; the page says how many)")
+    ap.add_argument("--keep-speed", action="store_true",
+                    help="reuse the speed ratio of the existing recipe.json instead of timing "
+                         "it again")
     args = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "tools"))  # recipe_small, recipe_report (workers too)
     if not (args.data / "gz1_sdss").is_dir() or not (args.data / "jwst_ceers").is_dir():
         sys.exit(f"real data not found under {args.data}; pass --data")
     p = QUICK if args.quick else FULL
     t0 = time.perf_counter()
     results = run_all(p, args.work, args.data, args.workers, args.max_minutes)
-    speed = speed_ratio(p["size"], p["batch_size"])
-    sys.path.insert(0, str(ROOT / "tools"))
+    old = args.docs / "recipe.json"
+    if args.keep_speed and old.exists():  # a study of other rows: no re-timing on a busy machine
+        speed = json.loads(old.read_text())["speed"]
+    else:
+        speed = speed_ratio(p["size"], p["batch_size"])
     from recipe_report import write_report
 
     write_report(results, p, speed, args, time.perf_counter() - t0)

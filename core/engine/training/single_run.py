@@ -31,6 +31,7 @@ from ..matching import bands_for, label_remap, plan_bands, translate
 from ..models import build_model
 from .warm_start import build_from_run, is_run_dir
 from ..runs import RunDir, load_checkpoint
+from .small_data import apply_lp_ft
 from .stages import check_stages
 
 log = logging.getLogger("astrotransfer")
@@ -226,6 +227,9 @@ def prepare(cfg: TrainConfig, resume: bool = False) -> TrainContext:
         log.info("epochs: %d, chosen for %d training objects (at least --min-steps %d "
                  "optimizer steps; pass --epochs to fix it)", cfg.epochs, len(y_tr), cfg.min_steps)
         normalize(cfg)  # the stages' split of the epochs is checked now that they are known
+    # small sets: the probe first (LP-FT); deterministic, so a resumed member re-derives it
+    if apply_lp_ft(cfg, len(y_tr), model, not provenance.startswith("random init")):
+        normalize(cfg)
     run = RunDir(Path(cfg.out))
     resume_state = _open_run_dir(run, cfg, resume)
     if resume_state is None:

@@ -177,11 +177,13 @@ def apply_stage(model: nn.Module, rule: str | None) -> int:
     return n
 
 
-def freeze_frozen_batchnorm(model: nn.Module) -> None:
+def freeze_frozen_batchnorm(model: nn.Module, all_layers: bool = False) -> None:
     """Eval mode for BatchNorm layers whose affine parameters are all frozen (call after
-    model.train()): their running statistics belong to the pretrained network."""
+    model.train()): their running statistics belong to the pretrained network. With
+    `all_layers`, every BatchNorm layer (`keep_bn_stats`, LP-FT): the affine parameters
+    still train, the normalisation stays the one the probe stage was fitted on."""
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             params = list(module.parameters(recurse=False))
-            if params and not any(p.requires_grad for p in params):
+            if all_layers or (params and not any(p.requires_grad for p in params)):
                 module.eval()
