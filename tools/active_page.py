@@ -60,7 +60,9 @@ def metric_lines(res: dict, st: dict, metric: str) -> list[str]:
                   f"(per seed {c['seed_mean']:.0f} ± {c['seed_std']:.0f}, "
                   f"{c['seeds_reaching']}/{res['seeds']} seeds) to match random selection's "
                   f"{label} at {ref_n}: {n / ref_n:.0%} of the labels "
-                  f"({'meets' if n <= ref_n / 2 else 'misses'} the goal of half or fewer)."]
+                  f"({'meets' if n <= ref_n / 2 else 'misses'} the goal of half or fewer). "
+                  f"\"Best\" is picked after seeing these held-out curves, which flatters it: a "
+                  f"campaign has to commit to one strategy before it starts."]
     else:
         lines += ["", f"**Answer ({label}):** no active strategy's mean curve reaches random's "
                   f"{label} at {ref_n} within {st['grid'][-1]} labels."]

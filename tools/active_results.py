@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--run", type=Path, default=None, help="one source run (= --features RUN)")
     ap.add_argument("--sim", action="store_true",
                     help="also run the study on a simulated pair built in --work")
+    ap.add_argument("--sim-run", type=Path, default=None,
+                    help="an existing source run trained on sim SDSS (64 px, population seed 0) "
+                         "to use instead of training one")
     ap.add_argument("--out", type=Path, default=ROOT / "docs/results/active.md")
     ap.add_argument("--work", type=Path, default=None,
                     help="feature cache and sim pair [$TMPDIR/astrotransfer_active_cache]")
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
            "studies": {"ceers": study("ceers", specs, args, work)}}
     if args.sim:
         t = time.time()
-        run, tgt = sim_pair(work, args.quick)
+        run, tgt = sim_pair(work, args.quick, args.sim_run)
         res["sim_build_s"] = time.time() - t
         res["studies"]["sim"] = study("sim", [FeatureSpec("sim_sdss_run", run, 1, tgt)],
                                       args, work)

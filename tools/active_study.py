@@ -158,16 +158,23 @@ def summarise(grid: list[int], curves: dict, budgets: list[int], ref_n: int) -> 
                           for n in budgets if n in grid} for s in curves}}
 
 
-def sim_pair(work: Path, quick: bool) -> tuple[Path, Path]:
+def sim_pair(work: Path, quick: bool, run: Path | None = None) -> tuple[Path, Path]:
     """A simulated source → target pair for the study, built once in `work`: a source run
-    trained on sim SDSS (64 px stamps, so target galaxies look ~3x larger than in training,
-    the gap docs/results/transfer.md measures) and a labelled sim DES store of *other*
-    galaxies (population seed 1), 32 px. Returns (run, target store)."""
+    trained on sim SDSS (64 px stamps of population seed 0, so target galaxies look ~3x
+    larger than in training, the gap docs/results/transfer.md measures) and a labelled sim
+    DES store of *other* galaxies (population seed 1), 32 px. `run`: an existing run trained
+    that way (e.g. tools/recipe_results.py's sim runs), instead of training one here.
+    Returns (run, target store)."""
     from astrotransfer import ingest, train
 
     n_src, n_tgt, epochs = (200, 300, 1) if quick else (2000, 1600, 4)
     tag = "quick" if quick else "full"
     src, tgt = work / f"sim_sdss_{tag}.zarr", work / f"sim_des_{tag}.zarr"
+    if run is not None:
+        if not tgt.exists():
+            ingest("sim", tgt, instrument="des", n=n_tgt, seed=1, size=32,
+                   split_fractions="0.75,0.125,0.125")
+        return run, tgt
     run = work / f"sim_run_{tag}"
     if not src.exists():
         ingest("sim", src, instrument="sdss", n=n_src, seed=0, size=64,
