@@ -48,7 +48,7 @@ def test_quick_study_on_real_ceers(tmp_path):
     assert "Real: GZ1 (SDSS) → JWST CEERS" in page and "Simulated pair" in page
     assert page.count("**Answer (balanced accuracy):**") == 2
     res = json.loads(out.with_suffix(".json").read_text())
-    strategies = {"random", "uncertainty", "margin", "diversity", "hybrid", "badge", "density"}
+    strategies = {"random", "uncertainty", "diversity", "hybrid", "badge", "density"}
     for st in res["studies"].values():
         for metric in ("bal_acc", "acc"):
             assert set(st["curves"][metric]) == strategies

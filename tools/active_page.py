@@ -38,7 +38,7 @@ def metric_lines(res: dict, st: dict, metric: str) -> list[str]:
              "| labels | " + " | ".join(strategies) + " |",
              "|---:|" + "---|" * len(strategies)]
     for n in st["budgets"]:
-        lines.append(f"| {n} | " + " | ".join(_pm(*summ["table"][s][n]) for s in strategies)
+        lines.append(f"| {n} | " + " | ".join(_pm(*summ["table"][s][str(n)]) for s in strategies)
                      + " |")
     lines += ["", f"Random selection reaches {summ['target']:.3f} {label} (mean of "
               f"{res['seeds']} seeds) with {ref_n} labels. Labels each strategy needs to reach "
@@ -105,8 +105,9 @@ def write_page(res: dict, out: Path) -> None:
              f"`random` is random throughout. {res['seeds']} seeds per strategy; mean ± std "
              f"over seeds. **Balanced accuracy** (mean recall over the classes; 0.5 = chance "
              f"with two classes) is the primary score, plain accuracy the second. Strategies: "
-             f"{', '.join(res['strategies'])} (`margin` ranks exactly as `uncertainty` with two "
-             f"classes, so their rows are equal). Nothing was tuned on the held-out objects.", ""]
+             f"{', '.join(res['strategies'])}"
+             f"{'' if 'margin' in res['strategies'] else ' (`margin` is left out: with two classes it ranks exactly as `uncertainty`)'}"
+             f". Nothing was tuned on the held-out objects.", ""]
     for st in res["studies"].values():
         lines += study_lines(res, st)
     lines += ["![score vs labels](active.png)", ""]

@@ -154,7 +154,7 @@ def summarise(grid: list[int], curves: dict, budgets: list[int], ref_n: int) -> 
     active = [s for s in curves if s != "random" and cross[s]["mean_curve"] is not None]
     best = min(active, key=lambda s: (cross[s]["mean_curve"], -mean[s][-1])) if active else None
     return {"target": target, "ref_n": ref_n, "crossing": cross, "best": best,
-            "table": {s: {n: (float(mean[s][grid.index(n)]), float(std[s][grid.index(n)]))
+            "table": {s: {str(n): (float(mean[s][grid.index(n)]), float(std[s][grid.index(n)]))
                           for n in budgets if n in grid} for s in curves}}
 
 
