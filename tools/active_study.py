@@ -151,9 +151,19 @@ def summarise(grid: list[int], curves: dict, budgets: list[int], ref_n: int) -> 
                     "seed_mean": float(np.mean(hit)) if hit else None,
                     "seed_std": float(np.std(hit)) if hit else None,
                     "seeds_reaching": len(hit)}
+    # the less noisy reading of "half the labels": each strategy's score at ref_n / 2 minus
+    # random's at ref_n, with the standard error of that difference over seeds
+    half = min(grid, key=lambda n: abs(n - ref_n / 2))
+    r = curves["random"][:, grid.index(ref_n)]
+    at_half = {}
+    for s, c in curves.items():
+        a = c[:, grid.index(half)]
+        se = float(np.sqrt(a.var(ddof=1) / len(a) + r.var(ddof=1) / len(r))) if len(a) > 1 else None
+        at_half[s] = {"n": half, "delta": float(a.mean() - r.mean()), "se": se}
     active = [s for s in curves if s != "random" and cross[s]["mean_curve"] is not None]
     best = min(active, key=lambda s: (cross[s]["mean_curve"], -mean[s][-1])) if active else None
     return {"target": target, "ref_n": ref_n, "crossing": cross, "best": best,
+            "at_half": at_half,
             "table": {s: {str(n): (float(mean[s][grid.index(n)]), float(std[s][grid.index(n)]))
                           for n in budgets if n in grid} for s in curves}}
 
