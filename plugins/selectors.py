@@ -10,6 +10,14 @@
 - hybrid: uncertain *and* diverse: the `factor` x n most uncertain candidates are clustered
   (k-means, n clusters) on their embeddings, and each cluster gives its most uncertain
   member.
+- badge: uncertain *and* diverse without a candidate cut-off (Ash et al. 2020, BADGE):
+  k-means++ seeding on each candidate's gradient embedding, the gradient of the loss a
+  linear head would take if its prediction were right ((p - onehot(argmax p)) x features).
+  An object's embedding is long when the head is unsure of it, and k-means++ spreads the
+  picks, so a batch is uncertain and spread, in proportions the pool itself sets.
+- density: uncertainty weighted by how typical an object is (information density, Settles
+  & Craven 2008): entropy x mean cosine similarity to its nearest pool neighbours. Plain
+  uncertainty spends labels on outliers (artefacts, blends) that teach the head little.
 - balanced: class-balanced seeding for a first batch, when there are no labels yet: an equal
   share per predicted class, each share spread by k-center, so a rare class is seen at once.
 """
@@ -123,6 +131,63 @@ class HybridSelector(Selector):
         return picks[np.argsort(-score[picks], kind="stable")]
 
 
+def _standardised(feats: np.ndarray) -> np.ndarray:
+    """Features centred and scaled per dimension over the pool (what the retrained head
+    sees), so no single large-valued dimension decides distances."""
+    x = np.asarray(feats, dtype=np.float64)
+    return (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
+
+
+class BadgeSelector(Selector):
+    name = "badge"
+    description = "k-means++ on gradient embeddings: uncertain and diverse in one draw (BADGE)"
+
+    def select(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
+        n = min(n, len(pool))
+        if n <= 0:
+            return np.zeros(0, dtype=np.int64)
+        x = _standardised(pool.feats)
+        g = np.array(pool.probs, dtype=np.float64)
+        g[np.arange(len(g)), g.argmax(1)] -= 1.0
+        # |g_i (x) x_i - g_j (x) x_j|^2 = |g_i|^2|x_i|^2 + |g_j|^2|x_j|^2 - 2 (g_i.g_j)(x_i.x_j):
+        # distances to one centre cost O(N (K + D)), never the N x K*D embedding matrix
+        sq = (g ** 2).sum(1) * (x ** 2).sum(1)
+        picks = [int(np.argmax(sq))]  # BADGE's first centre: the largest gradient
+        dist = np.full(len(x), np.inf)
+        while len(picks) < n:
+            c = picks[-1]
+            dist = np.minimum(dist, np.maximum(sq + sq[c] - 2.0 * (g @ g[c]) * (x @ x[c]), 0.0))
+            dist[picks] = 0.0
+            total = dist.sum()
+            if total <= 0:  # every remaining candidate sits on a centre: fill at random
+                rest = np.setdiff1d(np.arange(len(x)), picks)
+                picks += [int(i) for i in rng.permutation(rest)[:n - len(picks)]]
+                break
+            picks.append(int(rng.choice(len(x), p=dist / total)))
+        return np.asarray(picks, dtype=np.int64)
+
+
+class DensitySelector(Selector):
+    name = "density"
+    description = "uncertainty x typicality: entropy weighted by similarity to near neighbours"
+
+    def __init__(self, k: int = 10, reference: int = 2000):
+        self.k = k
+        self.reference = reference  # neighbours are sought among at most this many objects
+
+    def select(self, pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
+        x = _unit(_standardised(pool.feats))
+        ref = x if len(x) <= self.reference else x[rng.choice(len(x), self.reference, False)]
+        k = min(self.k, len(ref))
+        density = np.empty(len(x))
+        for b in range(0, len(x), 1024):
+            sims = x[b:b + 1024] @ ref.T
+            density[b:b + 1024] = np.partition(sims, -k, axis=1)[:, -k:].mean(1)
+        score = entropy(pool.probs) * np.clip(density, 0.0, None)
+        tie = rng.random(len(score)) * 1e-9
+        return np.argsort(-(score + tie), kind="stable")[:n]
+
+
 class BalancedSelector(Selector):
     name = "balanced"
     description = "class-balanced seeding: an equal share per predicted class, spread by k-center"
@@ -153,4 +218,6 @@ def register_selectors(register):
     register(UncertaintySelector("margin", "margin"))
     register(DiversitySelector())
     register(HybridSelector())
+    register(BadgeSelector())
+    register(DensitySelector())
     register(BalancedSelector())

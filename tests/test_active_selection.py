@@ -27,7 +27,8 @@ def blobs(k=4, per=30, seed=0):
 
 def test_builtins_are_registered_through_the_hook():
     names = get_registry().names("selector")
-    assert {"random", "uncertainty", "margin", "diversity", "hybrid", "balanced"} <= set(names)
+    assert {"random", "uncertainty", "margin", "diversity", "hybrid", "balanced", "badge",
+            "density"} <= set(names)
     for name in names:
         assert get_registry().get("selector", name).description
 
@@ -81,6 +82,39 @@ def test_hybrid_is_uncertain_and_spread():
     assert sorted(blob[picks]) == [2, 3]          # one per uncertain blob, not two of one
     only_uncertainty = choose("uncertainty", Pool(probs, feats), 2)
     assert set(blob[only_uncertainty]) <= {2, 3}
+
+
+def test_badge_is_uncertain_and_spread():
+    """BADGE's two properties on a continuum with a linear boundary (the head's view): its
+    picks are far less sure than the pool, and far more spread than uncertainty's."""
+    from scipy.spatial.distance import pdist
+
+    from astrotransfer.plugins.selectors import entropy
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(0, 1, (1000, 16))
+    p1 = 1 / (1 + np.exp(-4 * feats[:, 0]))  # the boundary: feature 0 = 0
+    probs = np.stack([1 - p1, p1], 1)
+    badge = choose("badge", Pool(probs, feats), 20, seed=1)
+    unc = choose("uncertainty", Pool(probs, feats), 20)
+    assert entropy(probs[badge]).mean() > 1.7 * entropy(probs).mean()  # measured: 1.9x
+    # spread along the boundary (features 1..15): measured 5.75 against 5.01
+    assert pdist(feats[badge][:, 1:]).mean() > 1.1 * pdist(feats[unc][:, 1:]).mean()
+    assert badge.tolist() == choose("badge", Pool(probs, feats), 20, seed=1).tolist()
+
+
+def test_density_prefers_typical_uncertain_objects_to_outliers():
+    feats, blob = blobs(k=2, per=40)
+    rng = np.random.default_rng(5)
+    outliers = rng.normal(0, 1, (4, 16)) * 40  # four isolated oddities, each far from all
+    feats = np.concatenate([feats, outliers])
+    probs = np.tile([0.9, 0.1], (len(feats), 1))
+    probs[40:80] = [0.6, 0.4]     # blob 1: unsure
+    probs[80:] = [0.5, 0.5]       # the outliers: the most unsure of all
+    plain = choose("uncertainty", Pool(probs, feats), 4)
+    assert set(plain.tolist()) == {80, 81, 82, 83}
+    dense = choose("density", Pool(probs, feats), 4, seed=0)
+    assert all(40 <= i < 80 for i in dense.tolist())
 
 
 def test_balanced_seeding_gives_each_predicted_class_its_share():

@@ -22,6 +22,11 @@ class FrozenHead:
         c: inverse L2 strength of the logistic regression; 0.01 because a few hundred
             labels of ~1000-d standardised features overfit at C=1 (on CEERS with a GZ1
             run's features, 5-fold CV on the pool: 0.636 at C=1, 0.692 at C=0.01).
+        class_weight: "balanced" (default) weighs each class by the inverse of its share
+            of the labels, so a rare class the person has labelled a few times still moves
+            the boundary; a new survey's classes are rarely balanced, and an unweighted head
+            on few labels drifts to answering the majority class (docs/results/active.md).
+            None fits every label with weight 1.
 
     Example:
         >>> head = FrozenHead(2).fit(feats[:50], y[:50])                  # doctest: +SKIP
@@ -29,9 +34,10 @@ class FrozenHead:
         (1519, 2)
     """
 
-    def __init__(self, n_classes: int, c: float = 0.01):
+    def __init__(self, n_classes: int, c: float = 0.01, class_weight: str | None = "balanced"):
         self.n_classes = n_classes
         self.c = c
+        self.class_weight = class_weight
         self.model = None
 
     @staticmethod
@@ -47,7 +53,8 @@ class FrozenHead:
         if not self.can_fit(labels):
             raise ValueError("a head needs labels of at least two classes")
         self.model = make_pipeline(StandardScaler(),
-                                   LogisticRegression(C=self.c, max_iter=2000))
+                                   LogisticRegression(C=self.c, max_iter=2000,
+                                                      class_weight=self.class_weight))
         self.model.fit(np.asarray(feats, dtype=np.float64), np.asarray(labels))
         return self
 
