@@ -63,6 +63,24 @@ def test_images_with_workers_equal_the_reference_bit_for_bit(tmp_path):
     assert_bits_equal(store.read_images(slice(0, store.n)), ref, "ingest images, 2 workers")
 
 
+def test_bench_bare_loop_makes_the_ingest_decode_calls(tmp_path):
+    """tools/bench_ingest_images.py's bare loop (the decode limit) must do exactly the
+    Pillow work of `decode_resized`: same arrays, so neither side does more or less."""
+    import sys
+
+    from astrotransfer.surveys.stamp_decode import decode_resized
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from bench_ingest_images import bare_decode
+
+    folder = write_jpeg_folder(tmp_path / "jpegs", 8)
+    for path in sorted(folder.glob("*.jpeg")):
+        if path.name == "g0003.jpeg":  # the truncated one
+            continue
+        ours, bench = decode_resized(path, 150, 32), bare_decode(str(path), 150, 32)
+        assert ours.dtype == bench.dtype and np.array_equal(ours, bench), path.name
+
+
 def test_frames_with_workers_equal_per_band_transforms_bit_for_bit(tmp_path):
     """DES tiles whose bands share a WCS: the ingest (two workers, one transform per shared
     WCS) against cutting each object alone with every band transformed on its own."""

@@ -8,9 +8,10 @@ of `new` and `bare` alternates from round to round), 423 px GZ1 SDSS JPEGs read 
 crop 212, 64 px output:
 
 - `bare`: the same number of processes as the ingest's decode workers doing nothing but
-  `stamp_decode.decode_resized` on each file (`multiprocessing.Pool.imap_unordered`): the
-  very Pillow calls of the ingest (open, draft, decode, crop+resize, the pixels as an
-  array), and no scaling, no store, no catalog: what decoding alone allows here;
+  `bare_decode` on each file (`multiprocessing.Pool.imap_unordered`): the very Pillow calls
+  of the ingest's `stamp_decode.decode_resized` (open, draft, decode, crop+resize, the
+  pixels as an array; tests/test_ingest_reference.py checks they give the same array), and
+  no scaling, no store, no catalog: what decoding alone allows here;
 - `new`: this tree's `astrotransfer ingest images`, default workers (one per core);
 - `old`: `astrotransfer ingest images` of the --baseline commit (exported with `git archive`
   to a temporary folder and run from there) on the first --old-n rows, with torch's default
@@ -27,6 +28,7 @@ start-up); the bare loop is timed around the pool's work likewise (pool start in
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing
 import os
 import re
@@ -39,6 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
@@ -48,10 +52,20 @@ CROP, SIZE = 212, 64
 MAP = "0=elliptical,1=spiral,2=spiral,3=spiral"
 
 
-def bare_decode(path: str) -> None:
-    from astrotransfer.surveys.stamp_decode import decode_resized
+def bare_decode(path: str, crop: int = CROP, size: int = SIZE) -> np.ndarray:
+    """`stamp_decode.decode_resized`'s calls, written out (tools use the public API only)."""
+    from PIL import Image
 
-    decode_resized(Path(path), CROP, SIZE)
+    with Image.open(path) as im:
+        w, h = im.size
+        left, top = (w - crop) // 2, (h - crop) // 2
+        box = (left, top, left + crop, top + crop)
+        if im.format == "JPEG" and crop >= 2 * size:
+            im.draft(None, (math.ceil(w * size / crop), math.ceil(h * size / crop)))
+            sx, sy = im.size[0] / w, im.size[1] / h
+            box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+        im.load()
+        return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR, box=box))
 
 
 def bare_loop(files: list[str], processes: int) -> float:
