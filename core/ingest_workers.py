@@ -137,14 +137,14 @@ class IngestLoader:
         buf = mmap.mmap(-1, SLOTS * self.batch_size * item)
         self._slots = np.frombuffer(buf, np.float32).reshape(SLOTS, self.batch_size,
                                                              *self.shape)
-        self.source.share_before_fork()
+        getattr(self.source, "share_before_fork", lambda: None)()  # optional (IngestSource)
         # fork: the source need not be picklable, and nothing is imported again
         self._pool = ProcessPoolExecutor(
             self.workers, mp_context=multiprocessing.get_context("fork"),
             initializer=_init_worker,
             initargs=(self.source, self.shape, self.load_fn, os.getpid(), self._slots))
         self._pool.submit(_noop).result()  # with fork, every worker is launched on first submit
-        self.source.release_after_fork()
+        getattr(self.source, "release_after_fork", lambda: None)()
 
     def batches(self, todo: list[Candidate],
                 batch_size: int | None = None) -> Iterator[tuple[list[Loaded], np.ndarray]]:
