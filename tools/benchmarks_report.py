@@ -67,6 +67,27 @@ def ingest_section(r: dict) -> list[str]:
     return out
 
 
+def ingest_cpu_section(r: dict) -> list[str]:
+    rounds = r["rounds"]
+    out = ["#### CPU seconds per object (the same work, whatever the scheduler does)", "",
+           f"`tools/bench_ingest_cpu.py --n {r['n_catalog_rows']} --rounds {len(rounds)}`: "
+           f"the ingest in-process through `astrotransfer.ingest` (no interpreter start-up), "
+           f"main process and decode workers counted apart, against the bare loop's workers; "
+           f"{load_note(r['machine'])}.", "",
+           "| round | load (1 min) | bare ms/object | ingest main ms/object | ingest workers "
+           "ms/object | bare ÷ ingest |", "|---|---:|---:|---:|---:|---:|"]
+    for i, row in enumerate(rounds, 1):
+        n = row["new"]
+        out.append(f"| {i} | {row['load_avg_1m']:.1f} | {row['bare']['cpu_ms_per_object']} | "
+                   f"{n['main_cpu_ms_per_object']} | {n['workers_cpu_ms_per_object']} | "
+                   f"{row['bare_cpu_share']:.2f} |")
+    out += ["", f"Median bare ÷ ingest CPU {r['median_bare_cpu_share']:.2f}: the decode itself "
+                f"is about half a millisecond of CPU per stamp, and what the ingest adds around "
+                f"it (the workers' scaling and bookkeeping, and in the main process the zstd "
+                f"compression and zarr writes of every batch) costs as much again.", ""]
+    return out
+
+
 def inference_section(r: dict) -> list[str]:
     rows = r["rows"]
     first = next(iter(rows))
@@ -109,8 +130,10 @@ def frames_section(r: dict) -> list[str]:
                 f"ingest decodes in one worker process per core. Peak RSS is `/usr/bin/time "
                 f"-v`'s: the largest single process (the interpreter with torch is about 0.7 GB "
                 f"of it); each decode worker holds at most one decompressed frame per band, "
-                f"here 3 × 64 MB (4096² float32), so the workers together add at most "
-                f"2 × 192 MB.", ""]
+                f"here 3 × 64 MB (4096² float32); the first object's frames are decompressed once "
+                f"in the ingest process before the workers fork and shared by them (their pages "
+                f"count in every process's RSS), so decompressed pixels take at most "
+                f"2 × 192 MB in all here.", ""]
     return out
 
 
@@ -144,6 +167,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", type=Path, required=True)
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    ap.add_argument("--note", default="", help="a sentence on the machine's state, printed "
+                                                   "under the introduction")
     ap.add_argument("--rerun", default="",
                     help="comma-separated result files measured again in this regeneration "
                          "(named in the introduction; the others are kept from before)")
@@ -153,11 +178,15 @@ def main() -> None:
              "the load averages are in each table's caption): read the side-by-side ratios, "
              "not the absolute numbers.", ""]
     if args.rerun:
-        kept = [n for n in ("ingest_images.json", "frames.json", "inference.json",
-                            "predict_memory.json") if n not in args.rerun.split(",")]
+        kept = [n for n in ("ingest_images.json", "ingest_cpu.json", "frames.json",
+                            "inference.json", "predict_memory.json")
+                if n not in args.rerun.split(",")]
         parts += [f"Rerun for this version: {args.rerun.replace(',', ', ')}; kept from the "
                   f"previous measurement: {', '.join(kept) or 'none'}.", ""]
-    for name, fn in (("ingest_images.json", ingest_section), ("frames.json", frames_section),
+    if args.note:
+        parts += [args.note, ""]
+    for name, fn in (("ingest_images.json", ingest_section),
+                     ("ingest_cpu.json", ingest_cpu_section), ("frames.json", frames_section),
                      ("inference.json", inference_section),
                      ("predict_memory.json", memory_section)):
         r = load(args.results, name)
