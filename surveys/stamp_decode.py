@@ -158,24 +158,19 @@ def scale_bands(out: np.ndarray) -> np.ndarray:
 
 def scale_uint8_bands(data: np.ndarray) -> np.ndarray:
     """`scale_bands` of 8-bit (H, W) or (H, W, C) pixels, bit for bit, at a fraction of
-    the cost: each band has at most 256 values, so the float32 formula of `scale_bands` is
-    evaluated once per value (a lookup table) and the pixels are looked up, band-major.
-    8-bit pixels are always finite, so no check is needed."""
+    the cost: the same float32 operations, (x - min) / max(max - min, 1e-12) per band, but
+    on one contiguous band-major copy, in place, with the extremes taken on the 8-bit
+    pixels (exact in float32). `scale_bands` on the transposed float view spent most of its
+    time striding. 8-bit pixels are always finite, so no check is needed."""
     hwc = data[..., None] if data.ndim == 2 else data
     h, w, c = hwc.shape
     planes = np.ascontiguousarray(np.moveaxis(hwc, 2, 0)).reshape(c, h * w)
-    lo = planes.min(axis=1).astype(np.float32)
-    hi = planes.max(axis=1).astype(np.float32)
-    # the very float32 operations of scale_bands: (x - lo) / max(hi - lo, 1e-12)
-    lut = ((_LEVELS[None, :] - lo[:, None]) / np.maximum(hi - lo, 1e-12)[:, None])
-    lut = lut.astype(np.float32, copy=False)
-    out = np.empty((c, h * w), np.float32)
-    for band in range(c):
-        np.take(lut[band], planes[band], out=out[band])
+    lo = planes.min(axis=1).astype(np.float32)[:, None]
+    hi = planes.max(axis=1).astype(np.float32)[:, None]
+    out = planes.astype(np.float32)
+    out -= lo
+    out /= np.maximum(hi - lo, 1e-12)
     return out.reshape(c, h, w)
-
-
-_LEVELS = np.arange(256, dtype=np.float32)
 
 
 def _check_bands(have: int, want: int, path: Path) -> None:

@@ -1,6 +1,6 @@
 """The fast ingest paths write exactly the arrays a plain reference computation gives.
 
-Why: the speed work (a lookup table instead of float arithmetic per pixel, cutouts written
+Why: the speed work (8-bit stamps scaled in place on a band-major copy, cutouts written
 by forked workers into a shared buffer, one sky-to-pixel transform for all bands that
 share a WCS) must change nothing but the time taken. Each test ingests real files with two
 real worker processes and compares the stored pixels bit for bit (as integers) with a
@@ -50,7 +50,7 @@ def assert_bits_equal(a: np.ndarray, b: np.ndarray, what: str) -> None:
 
 def test_images_with_workers_equal_the_reference_bit_for_bit(tmp_path):
     folder = write_jpeg_folder(tmp_path / "jpegs", 45)  # with a truncated and a missing file
-    # flat colour: every band constant, the lookup table's degenerate case (hi == lo)
+    # flat colour: every band constant, the degenerate case of the scaling (hi == lo)
     Image.fromarray(np.full((200, 200, 3), (77, 140, 9), np.uint8)).save(folder / "g0044.jpeg")
     source = get_registry().get("survey", "images").open(
         images=folder, catalog=folder / "catalog.csv", label_column="klass", label_map=MAP,
