@@ -37,9 +37,9 @@ def ingest_section(r: dict) -> list[str]:
            f"--rounds {len(rounds)}`: {r['n_catalog_rows']} catalog rows (GZ1's 4,800 stamps, "
            f"listed again under new ids past 4,800, read in place), 423 px → crop {r['crop']} "
            f"→ {r['size']} px, {r['processes']} processes; {load_note(r['machine'])}. "
-           f"Interleaved in one run (`new` and `bare` swap order every round); `bare` runs "
-           f"`stamp_decode.decode_resized`, the ingest's own Pillow calls, over the same "
-           f"files; `old` is commit {r['baseline']} run from a `git archive` copy on the "
+           f"Interleaved in one run (`new` and `bare` swap order every round); `bare` makes "
+           f"the Pillow calls of `stamp_decode.decode_resized`, the ingest's own (a test "
+           f"checks both give the same arrays), over the same files; `old` is commit {r['baseline']} run from a `git archive` copy on the "
            f"first {r['old_n']} rows (its cost per object is constant).", "",
            "| round | load (1 min) | bare decode+resize | new | new ÷ bare | new s | bare s |"
            + (" old (torch default threads) | old, OMP_NUM_THREADS=1 | new ÷ old | "
