@@ -85,7 +85,7 @@ def ingest_cpu_section(r: dict) -> list[str]:
                 f"compresses 1,024 of the stored cutouts again, alone, as the store does (level "
                 f"-1, its chunks). On two cores the wall-clock ratio cannot stay above the CPU "
                 f"ratio for long: 0.8 would leave a quarter of the decode's CPU for everything "
-                f"else, and compressing the float32 cutouts alone takes a third or more of it; "
+                f"else, and compressing the float32 cutouts alone takes a quarter to a third of it; "
                 f"the rest of the main process's share is zarr's write path (chunk encoding, "
                 f"files, the per-object columns), the workers' extra share the [0, 1] scaling, "
                 f"the checks and the task traffic. The catalog is opened in the main process's "
