@@ -1,6 +1,6 @@
 """`ingest images` against its physical limit and against the old code, side by side.
 
-    nice -n 10 .venv/bin/python tools/bench_ingest_images.py [--n 24000] [--rounds 3]
+    nice -n 10 .venv/bin/python tools/bench_ingest_images.py [--n 40000] [--rounds 3]
         [--old-n 1200] [--baseline 8e841d7] [--json out.json]
 
 Measurements per round, interleaved in one run so machine load hits them alike (the order
@@ -142,7 +142,7 @@ def stamp_farm(gz1: Path, n: int, into: Path) -> tuple[Path, Path, list[str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=24000, help="catalog rows to ingest (new, bare)")
+    ap.add_argument("--n", type=int, default=40000, help="catalog rows to ingest (new, bare)")
     ap.add_argument("--old-n", type=int, default=1200, help="catalog rows for the old code")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--baseline", default="8e841d7", help="commit of the old ingest")
