@@ -50,10 +50,22 @@ def parse_split_fractions(text: str) -> tuple[float, float, float]:
 
 def assign_split(object_id: str, seed: int, fractions: tuple[float, float, float]) -> str:
     """A split that depends only on the id and seed, so resumed and re-run ingests agree."""
-    digest = hashlib.blake2b(f"{seed}:{object_id}".encode(), digest_size=8).digest()
-    u = int.from_bytes(digest, "little") / 2**64
-    edges = np.cumsum(fractions)
-    return SPLITS[min(int(np.searchsorted(edges, u, side="right")), 2)]
+    return _split_rule(seed, tuple(fractions))(object_id)
+
+
+@functools.lru_cache(maxsize=8)
+def _split_rule(seed: int, fractions: tuple[float, float, float]):
+    """`assign_split` for one seed and one set of fractions, with the edges computed once
+    (the ingest asks for every object: numpy's per-call overhead was most of its cost)."""
+    edges = [float(e) for e in np.cumsum(fractions)]
+
+    def split_of(object_id: str) -> str:
+        digest = hashlib.blake2b(f"{seed}:{object_id}".encode(), digest_size=8).digest()
+        u = int.from_bytes(digest, "little") / 2**64
+        # searchsorted(edges, u, side="right"), capped at the last split
+        return SPLITS[min(sum(e <= u for e in edges), 2)]
+
+    return split_of
 
 
 def _reason_key(reason: str) -> str:
@@ -133,7 +145,8 @@ def run_ingest(source: IngestSource, out: Path, *, split_fractions=(0.8, 0.1, 0.
     if not getattr(source, "load_in_workers", False):
         workers = 0
     shape = (len(source.bands), source.image_size, source.image_size)
-    loader = IngestLoader(source, shape, functools.partial(_load, dtype=dtype), workers)
+    loader = IngestLoader(source, shape, functools.partial(_load, dtype=dtype), workers,
+                          batch_size)
     loader.start()  # forked before the lock below, so no worker inherits the lock
     try:
         partial.mkdir()
@@ -188,15 +201,17 @@ def _ingest_locked(source, partial, candidates, dupes, created, fractions, split
     reasons: dict[str, int] = {}
     for _, r in already_skipped:
         reasons[_reason_key(r)] = reasons.get(_reason_key(r), 0) + 1
+    split_of = _split_rule(split_seed, tuple(fractions))
     with progress_bar(f"ingest {source.survey}", total=len(candidates)) as advance, \
             interrupt.deferred():
         advance(n_resumed)
-        for batch in loader.batches(todo, batch_size):
+        for batch, images in loader.batches(todo, batch_size):
             interrupt.check(f"ingest after {store.n} committed objects of {len(candidates)}",
                             f"{partial} keeps them: run the same command again to resume")
-            rows = {k: [] for k in ("images", "object_id", "ra", "dec", "label", "split", "flags")}
+            rows = {k: [] for k in ("object_id", "ra", "dec", "label", "split", "flags")}
+            kept: list[int] = []
             skips: list[tuple[str, str]] = []
-            for cand, image, flags, why in batch:
+            for j, (cand, flags, why) in enumerate(batch):
                 if why is not None:
                     if strict:
                         raise UserError(f"object {cand.object_id}: {why} (--strict turns skips "
@@ -204,15 +219,17 @@ def _ingest_locked(source, partial, candidates, dupes, created, fractions, split
                     skips.append((cand.object_id, why))
                     reasons[_reason_key(why)] = reasons.get(_reason_key(why), 0) + 1
                     continue
-                rows["images"].append(image)
+                kept.append(j)
                 rows["object_id"].append(cand.object_id)
                 rows["ra"].append(cand.ra)
                 rows["dec"].append(cand.dec)
                 rows["label"].append(cand.label)
-                rows["split"].append(assign_split(cand.object_id, split_seed, fractions))
+                rows["split"].append(split_of(cand.object_id))
                 rows["flags"].append(flags)
-            arrays = ({k: (np.stack(v) if k == "images" else np.asarray(v))
-                       for k, v in rows.items()} if rows["object_id"] else {})
+            arrays: dict[str, np.ndarray] = {}
+            if kept:  # the loader's block as it is when nothing was skipped: no copy
+                arrays = {k: np.asarray(v) for k, v in rows.items()}
+                arrays["images"] = images if len(kept) == len(images) else images[kept]
             store.commit(arrays, skips)
             advance(len(batch))
     if pending_dupes:

@@ -75,6 +75,15 @@ class IngestSource:
         """Return the (C, H, W) float32 cutout, optionally with flag bits; or raise SkipObject."""
         raise NotImplementedError
 
+    def share_before_fork(self) -> None:
+        """Called once before decode workers are forked: read here what every worker would
+        otherwise read for itself (e.g. the first decompressed frames); forked workers share
+        those pages. Optional."""
+
+    def release_after_fork(self) -> None:
+        """Called once the workers are forked: drop what `share_before_fork` read (the
+        workers keep their shared copies). Optional."""
+
 
 class Survey:
     """Base class for survey plugins. Register instances through `register_surveys`."""

@@ -71,8 +71,7 @@ class FrameSet:
             warnings.simplefilter("ignore")
             hdul = fits.open(frame.path, memmap=True)
             hdu = hdul[frame.hdu]
-            if (frame.path.suffix.lower() in (".gz", ".bz2")  # streams: no cheap seeking
-                    or isinstance(hdu, fits.CompImageHDU)):
+            if _compressed(frame, hdu):
                 self._make_room(frame.band)
                 src = np.asarray(hdu.data, dtype=np.float32)
                 hdul.close()
@@ -83,6 +82,29 @@ class FrameSet:
         while len(self._cache) > MAX_OPEN_FRAMES:
             self._evict(next(iter(self._cache)))
         return src
+
+    def preload_compressed(self, bands, ra: float, dec: float, tag: str = "") -> None:
+        """Decompress, into the cache, the compressed frame of each band that covers
+        (ra, dec), preferring frames tagged `tag`; plain frames are left lazy. Best effort:
+        a frame that fails here fails again, with its reason, when an object is cut."""
+        ra_r, dec_r = np.radians(ra), np.radians(dec)
+        vec = np.array([np.cos(dec_r) * np.cos(ra_r), np.cos(dec_r) * np.sin(ra_r),
+                        np.sin(dec_r)])
+        if not np.all(np.isfinite(vec)):
+            return
+        for band in bands:
+            near = [f for f in self.near(band, vec) if f.error is None]
+            near.sort(key=lambda f: bool(tag) and f.tag == tag, reverse=True)
+            if near and _compressed(near[0]):
+                try:
+                    self.pixels(near[0])
+                except Exception:  # noqa: BLE001 - reported per object by the cut itself
+                    pass
+
+    def drop_cache(self) -> None:
+        """Close and forget every cached pixel source."""
+        for path in list(self._cache):
+            self._evict(path)
 
     def _make_room(self, band: str | None) -> None:
         """Drop decompressed frames of `band`, then the oldest ones over the byte budget."""
@@ -113,3 +135,20 @@ class FrameSet:
                         np.sin(dec_r)], axis=1)
         nearest = np.argmax(np.nan_to_num(vec) @ self._vec[band].T, axis=1)
         return np.argsort(nearest, kind="stable")
+
+
+def _compressed(frame, hdu=None) -> bool:
+    """A stream (.gz/.bz2: no cheap seeking) or a tile-compressed HDU (.fz): read whole."""
+    if frame.path.suffix.lower() in (".gz", ".bz2"):
+        return True
+    if hdu is None:
+        name = frame.path.name.lower()
+        return name.endswith(".fz") or _is_comp_hdu(frame)
+    return isinstance(hdu, fits.CompImageHDU)
+
+
+def _is_comp_hdu(frame) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with fits.open(frame.path, memmap=True, lazy_load_hdus=True) as hdul:
+            return isinstance(hdul[frame.hdu], fits.CompImageHDU)

@@ -38,6 +38,18 @@ class FrameSource(IngestSource):
     def candidates(self) -> list[Candidate]:
         return list(self.rows)
 
+    def share_before_fork(self) -> None:
+        """Decompress the first object's compressed frames once, here, before the workers
+        fork: they share those pages instead of each decompressing the same frames (on a
+        one-tile ingest, the only decompression there is)."""
+        first = next((c for c in self.rows if not c.payload[0]), None)
+        if first is not None and self.frame_set is not None:
+            self.frame_set.preload_compressed(self.bands, first.ra, first.dec, first.payload[1])
+
+    def release_after_fork(self) -> None:
+        if self.frame_set is not None:
+            self.frame_set.drop_cache()
+
     def load(self, cand: Candidate) -> tuple[np.ndarray, int]:
         skip, tag = cand.payload
         if skip:

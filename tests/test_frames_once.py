@@ -87,3 +87,38 @@ def test_stamp_equals_the_reproject_resampling_it_replaced(tmp_path):
     ref = reproject_interp((data, frame.wcs), output_wcs(cand.ra, cand.dec, 32, 0.263),
                            shape_out=(32, 32), order="bicubic", roundtrip_coords=False)[0]
     assert np.abs(stamp[0] - ref).max() < 1e-3 * np.abs(ref).max(), np.abs(stamp[0] - ref).max()
+
+
+def test_first_tile_is_decompressed_once_before_the_workers_fork(tmp_path, monkeypatch):
+    """Two real forked workers: the first tile's frames are decompressed by the ingest
+    process alone (the workers share those pages); later tiles by the workers, each frame
+    at most once per worker. Decompressions are logged to a file, which forked workers
+    append to as well."""
+    import os
+
+    from astrotransfer.ingestion import run_ingest
+    from astrotransfer.surveys.frame_set import FrameSet
+
+    folder = write_tiles(tmp_path)
+    log = tmp_path / "decompressed.log"
+    real = FrameSet.pixels
+
+    def logged(self, frame):
+        if frame.path not in self._cache:
+            with open(log, "a") as fh:
+                fh.write(f"{os.getpid()} {frame.path.name}\n")
+        return real(self, frame)
+
+    monkeypatch.setattr(FrameSet, "pixels", logged)
+    source = get_registry().get("survey", "des").open(
+        frames=str(folder), catalog=folder / "catalog.csv", bands="g,r", size=32)
+    first_tile = source.candidates()[0].payload[1]
+    summary = run_ingest(source, tmp_path / "d.zarr", workers=2, batch_size=4)
+    assert summary.n_ingested == 2 * N_PER_TILE
+    events = [line.split() for line in log.read_text().splitlines()]
+    by_main = sorted(name for pid, name in events if int(pid) == os.getpid())
+    assert by_main == sorted(f"{first_tile}_r1p01_{b}.fits.fz" for b in "gr")
+    in_workers = [(pid, name) for pid, name in events if int(pid) != os.getpid()]
+    assert not any(name.startswith(first_tile) for _, name in in_workers)
+    assert len(in_workers) == len(set(in_workers)) and in_workers, in_workers
+    assert source.frame_set._cache == {}, "the ingest process kept its frames after forking"
