@@ -31,6 +31,29 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
+def mini_shared_data(root: Path, gz1_rows: int = 700, ceers_rows: int = 1000,
+                     pool: int = 400) -> Path:
+    """A small copy of the real ../shared/data tree (the first catalog rows, images linked,
+    not copied) under `root`: the same files, folder names and columns, so a command written
+    for the full data runs on it verbatim, in a fraction of the ingest time."""
+    gz1, ceers = shared_data("gz1_sdss"), shared_data("jwst_ceers")
+    data = root / "data"
+    for survey, rows, suffix, id_col in ((gz1, gz1_rows, ".jpeg", "objid"),
+                                         (ceers, ceers_rows, ".jpg", "id")):
+        dest = data / survey.name
+        (dest / "images").mkdir(parents=True)
+        lines = (survey / "labels.csv").read_text().splitlines()[: rows + 1]
+        (dest / "labels.csv").write_text("\n".join(lines) + "\n")
+        column = lines[0].split(",").index(id_col)
+        for line in lines[1:]:
+            name = line.split(",")[column] + suffix
+            (dest / "images" / name).symlink_to(survey / "images" / name)
+    (data / "jwst_ceers" / "unlabelled").mkdir()
+    for image in sorted((ceers / "unlabelled").iterdir())[:pool]:
+        (data / "jwst_ceers" / "unlabelled" / image.name).symlink_to(image)
+    return data
+
+
 def run_cli(*args: str, env: dict | None = None, check: bool = False,
             timeout: float = 600) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "astrotransfer.cli", *map(str, args)]

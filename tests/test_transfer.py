@@ -149,7 +149,7 @@ def test_augmentations_work_on_five_band_tensors(name):
 def test_seed_architectures_train_end_to_end(sim_pair, tmp_path, backbone, stages):
     src, tgt = sim_pair
     cfg = load_config(None, dict(source=str(src), target=str(tgt), out=str(tmp_path / "r"),
-                                 backbone=backbone, pretrained="none", batch_size=16,
+                                 backbone=backbone, pretrained="none", batch_size=32,
                                  epochs=2, stages=stages or None, adapt="coral"))
     run = train(cfg)
     recs = _records(run.path)
