@@ -110,7 +110,7 @@ def _forked_main(argv: list[str], out: str, err: str, env: dict[str, str], cwd: 
         from astrotransfer.cli import main
         code = main(argv)
     except SystemExit as exc:  # what the interpreter would do with it
-        code = exc.code if isinstance(exc.code, int) else 1
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
         import traceback
         traceback.print_exc()
