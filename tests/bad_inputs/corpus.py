@@ -103,6 +103,9 @@ def _forked_main(argv: list[str], out: str, err: str, env: dict[str, str], cwd: 
     os.dup2(fe, 2)
     os.environ.clear()
     os.environ.update(env)
+    if env.get("OMP_NUM_THREADS", "").isdigit():  # torch read it at import, in the server
+        import torch
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
     os.chdir(cwd)
     sys.argv = ["astrotransfer", *argv]
     code = 1
