@@ -1,4 +1,4 @@
-"""Shared fixtures: real data location, tiny stores, and a CLI runner in a subprocess.
+"""Shared fixtures: real data location, tiny stores, and a CLI runner in its own process.
 
 Commands are run as real subprocesses (`python -m astrotransfer.cli`) where exit codes,
 stderr and kill signals matter; in-process calls are used where only results matter.
@@ -56,12 +56,55 @@ def mini_shared_data(root: Path, gz1_rows: int = 700, ceers_rows: int = 1000,
 
 def run_cli(*args: str, env: dict | None = None, check: bool = False,
             timeout: float = 600) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "astrotransfer.cli", *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    """`astrotransfer ARGS` in a separate process; stdout, stderr and the exit code come back.
+
+    By default the process is forked from a forkserver that has already imported torch,
+    timm, astropy and the plugins (tests/bad_inputs/corpus.py's `PRELOAD`: nothing built,
+    no torch op run, no environment read) and calls `astrotransfer.cli.main(argv)`: the same
+    code from `main()` on, in its own process, without paying the interpreter's ~4 s of
+    imports for each of the suite's hundreds of commands. `tests/bad_inputs/test_corpus.py
+    ::test_runners_agree` checks it answers as `python -m astrotransfer.cli` does; tests of
+    start-up itself (import-time warnings, signals, launchers) use `subprocess` directly,
+    and ASTROTRANSFER_TEST_CLI=subprocess runs every command the plain way.
+    """
+    argv = [str(a) for a in args]
+    cmd = [sys.executable, "-m", "astrotransfer.cli", *argv]
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    if os.environ.get("ASTROTRANSFER_TEST_CLI", "fork") == "subprocess":
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env=full_env)
+    else:
+        proc = _run_forked(cmd, argv, full_env, timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+def _run_forked(cmd: list[str], argv: list[str], env: dict,
+                timeout: float) -> subprocess.CompletedProcess:
+    import multiprocessing as mp
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).parent / "bad_inputs"))
+    from corpus import PRELOAD, _forked_main
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    with tempfile.TemporaryDirectory(prefix="run-cli-") as tmp:
+        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        child = ctx.Process(target=_forked_main,
+                            args=(argv, str(out), str(err), env, os.getcwd()))
+        child.start()
+        child.join(timeout)
+        timed_out = child.is_alive()
+        if timed_out:
+            child.kill()
+            child.join()
+        stdout = out.read_text(errors="replace") if out.exists() else ""
+        stderr = err.read_text(errors="replace") if err.exists() else ""
+    if timed_out:
+        raise subprocess.TimeoutExpired(cmd, timeout, output=stdout, stderr=stderr)
+    return subprocess.CompletedProcess(cmd, child.exitcode, stdout, stderr)
 
 
 def error_lines(stderr: str) -> list[str]:

@@ -14,6 +14,14 @@ import pytest
 from astrotransfer.store import CutoutStore
 from conftest import error_lines, run_cli
 
+@pytest.fixture(autouse=True)
+def plain_cli_processes(monkeypatch):
+    """Plugins are installed into the environment while these tests run: each command must
+    discover them from a fresh interpreter, as a user's would, not from a forkserver that
+    imported the entry points' world before the install (conftest.run_cli)."""
+    monkeypatch.setenv("ASTROTRANSFER_TEST_CLI", "subprocess")
+
+
 TOY_SURVEY = '''
 """A third-party survey: flat-field noise stamps, enough to prove the plugin path."""
 import numpy as np

@@ -103,6 +103,9 @@ def _forked_main(argv: list[str], out: str, err: str, env: dict[str, str], cwd: 
     os.dup2(fe, 2)
     os.environ.clear()
     os.environ.update(env)
+    if env.get("OMP_NUM_THREADS", "").isdigit():  # torch read it at import, in the server
+        import torch
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
     os.chdir(cwd)
     sys.argv = ["astrotransfer", *argv]
     code = 1
@@ -110,7 +113,7 @@ def _forked_main(argv: list[str], out: str, err: str, env: dict[str, str], cwd: 
         from astrotransfer.cli import main
         code = main(argv)
     except SystemExit as exc:  # what the interpreter would do with it
-        code = exc.code if isinstance(exc.code, int) else 1
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
         import traceback
         traceback.print_exc()
