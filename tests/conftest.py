@@ -19,6 +19,7 @@ SHARED = Path(os.environ.get("ASTROTRANSFER_SHARED_DATA", ROOT.parent / "shared"
 # written against torch fp32; the ONNX Runtime default (`auto`) is tested on its own in
 # tests/test_inference_speed.py. A test that wants `auto` passes precision explicitly.
 os.environ.setdefault("ASTROTRANSFER_PRECISION", "fp32")
+sys.path.insert(0, str(Path(__file__).parent / "bad_inputs"))  # corpus: forked CLI runs
 TINY_BACKBONE = "test_efficientnet"  # timm's own tiny test network: real code path, fast on CPU
 
 
@@ -82,29 +83,15 @@ def run_cli(*args: str, env: dict | None = None, check: bool = False,
 
 def _run_forked(cmd: list[str], argv: list[str], env: dict,
                 timeout: float) -> subprocess.CompletedProcess:
-    import multiprocessing as mp
     import tempfile
 
-    sys.path.insert(0, str(Path(__file__).parent / "bad_inputs"))
-    from corpus import PRELOAD, _forked_main
+    from corpus import fork_cli  # tests/bad_inputs, on sys.path below
 
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)
     with tempfile.TemporaryDirectory(prefix="run-cli-") as tmp:
-        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-        child = ctx.Process(target=_forked_main,
-                            args=(argv, str(out), str(err), env, os.getcwd()))
-        child.start()
-        child.join(timeout)
-        timed_out = child.is_alive()
-        if timed_out:
-            child.kill()
-            child.join()
-        stdout = out.read_text(errors="replace") if out.exists() else ""
-        stderr = err.read_text(errors="replace") if err.exists() else ""
-    if timed_out:
+        code, stdout, stderr = fork_cli(argv, env, os.getcwd(), Path(tmp), timeout)
+    if code is None:
         raise subprocess.TimeoutExpired(cmd, timeout, output=stdout, stderr=stderr)
-    return subprocess.CompletedProcess(cmd, child.exitcode, stdout, stderr)
+    return subprocess.CompletedProcess(cmd, code, stdout, stderr)
 
 
 def error_lines(stderr: str) -> list[str]:

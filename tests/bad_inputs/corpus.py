@@ -124,29 +124,40 @@ def _forked_main(argv: list[str], out: str, err: str, env: dict[str, str], cwd: 
         os._exit(code)
 
 
+def fork_cli(argv: list[str], env: dict[str, str], cwd: Path | str, io_dir: Path,
+             timeout: float = 600) -> tuple[int | None, str, str]:
+    """`astrotransfer ARGV` in a fresh child of the preloaded forkserver, with exactly `env`.
+
+    Returns (exit code, stdout, stderr); the exit code is None when the command was still
+    running after `timeout` s (it is killed then). Output goes through files in `io_dir`.
+    """
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    out, err = Path(io_dir) / "stdout", Path(io_dir) / "stderr"
+    p = ctx.Process(target=_forked_main, args=(list(argv), str(out), str(err), env, str(cwd)))
+    p.start()
+    p.join(timeout)
+    timed_out = p.is_alive()
+    if timed_out:
+        p.kill()
+        p.join()
+    read = (lambda f: f.read_text(errors="replace") if f.exists() else "")
+    return (None if timed_out else p.exitcode), read(out), read(err)
+
+
 class ForkRunner:
     """Each command in a fresh child of a forkserver that has the heavy imports done."""
 
     name = "forkserver"
 
     def __init__(self):
-        self.ctx = mp.get_context("forkserver")
-        self.ctx.set_forkserver_preload(PRELOAD)
         self.tmp = Path(tempfile.mkdtemp(prefix="bad-inputs-io-"))
 
     def __call__(self, argv: list[str], env: dict[str, str], cwd: Path,
                  timeout: float = 600) -> Result:
-        out, err = self.tmp / "stdout", self.tmp / "stderr"
         t0 = time.perf_counter()
-        p = self.ctx.Process(target=_forked_main,
-                             args=(list(argv), str(out), str(err), _env(env), str(cwd)))
-        p.start()
-        p.join(timeout)
-        if p.is_alive():
-            p.kill()
-            p.join()
-        return Result(argv, p.exitcode if p.exitcode is not None else -9,
-                      out.read_text(errors="replace"), err.read_text(errors="replace"),
+        code, stdout, stderr = fork_cli(argv, _env(env), cwd, self.tmp, timeout)
+        return Result(argv, code if code is not None else -9, stdout, stderr,
                       time.perf_counter() - t0)
 
     def close(self) -> None:
