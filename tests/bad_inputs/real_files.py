@@ -231,7 +231,7 @@ def _fits_claiming(shape: tuple[int, ...], suffix: str = ".fits"):
         if suffix == ".fits.gz":
             p.unlink()
             p = p.with_name("obj003.fits.gz")
-            data = gzip.compress(data)
+            data = gzip.compress(data, mtime=0)
         p.write_bytes(data)
         return "obj003"
     return damage
@@ -247,7 +247,7 @@ def _frame_claiming(suffix: str):
         data = header.tostring().encode() + raw[2880:]
         if suffix == ".gz":
             p.unlink()
-            p, data = p.with_name(p.name + ".gz"), gzip.compress(data)
+            p, data = p.with_name(p.name + ".gz"), gzip.compress(data, mtime=0)
         p.write_bytes(data)
     return damage
 
