@@ -27,8 +27,9 @@ __all__ = ["ingest", "train", "load_run", "open_store", "list_plugins", "aggrega
            "augmentation", "rank", "crop_study", "select", "choose", "label_page",
            "store_labels", "FrozenHead", "Run", "CutoutStore", "TrainConfig"]
 
+DTYPES = ("auto", "float32", "float16", "uint8")
 INGEST_DEFAULTS = {"split_fractions": (0.8, 0.1, 0.1), "split_seed": 0, "batch_size": 256,
-                   "strict": False, "overwrite": False, "dtype": "float32", "workers": None}
+                   "strict": False, "overwrite": False, "dtype": "auto", "workers": None}
 
 
 def open_store(path: str | Path) -> CutoutStore:
@@ -59,7 +60,8 @@ def ingest(survey: str, out: str | Path, **options: Any) -> CutoutStore:
         **options: the survey's own options (those of ``astrotransfer ingest SURVEY
             --help``, with underscores) and the common ones: ``split_fractions``
             (tuple or ``"0.8,0.1,0.1"``), ``split_seed``, ``batch_size``, ``strict``,
-            ``overwrite``, ``dtype`` (``"float32"`` or ``"float16"``), ``workers``
+            ``overwrite``, ``dtype`` (``"auto"``: 8-bit codes for JPEG stamps, else
+            ``"float32"``; or ``"float32"``, ``"float16"``, ``"uint8"``), ``workers``
             (decode processes; None: one per core for surveys that allow it).
 
     Returns:
@@ -72,8 +74,9 @@ def ingest(survey: str, out: str | Path, **options: Any) -> CutoutStore:
     from .registry import get_registry
 
     common = {k: options.pop(k, v) for k, v in INGEST_DEFAULTS.items()}
-    if common["dtype"] not in ("float32", "float16"):
-        raise UserError(f"--dtype {common['dtype']} is not supported; use float32 or float16")
+    if common["dtype"] not in DTYPES:
+        raise UserError(f"--dtype {common['dtype']} is not supported; use one of "
+                        f"{', '.join(DTYPES)}")
     plugin = get_registry().get("survey", survey)
     known = {o.name for o in plugin.options}
     unknown = sorted(set(options) - known)

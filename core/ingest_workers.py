@@ -100,9 +100,10 @@ class IngestLoader:
         source: the opened survey input.
         shape: the (C, H, W) every cutout must have.
         load_fn: `load_fn(source, candidate, shape) -> (image, flags)`, raising SkipObject;
-            the image is float32 of `shape`.
+            the image is of `shape` and `dtype`.
         workers: processes to decode in; 0 or 1 loads in the calling process.
         batch_size: the most candidates `batches` is asked for at once.
+        dtype: the cutouts' type in the batches (the store's: float32, float16 or uint8).
 
     Example:
         >>> with IngestLoader(source, (3, 64, 64), _load, workers=2) as loader:  # doctest: +SKIP
@@ -112,8 +113,9 @@ class IngestLoader:
     """
 
     def __init__(self, source: IngestSource, shape, load_fn: Callable, workers: int,
-                 batch_size: int = 256):
+                 batch_size: int = 256, dtype: str = "float32"):
         self.source, self.shape, self.load_fn = source, tuple(shape), load_fn
+        self.dtype = np.dtype(dtype)
         self.workers = max(0, int(workers))
         self.batch_size = max(1, int(batch_size))
         self._pool: ProcessPoolExecutor | None = None
@@ -133,9 +135,9 @@ class IngestLoader:
             return
         # shared between this process and the forked workers; pages are touched only when
         # written, and the mapping goes when the last process holding it exits
-        item = int(np.prod(self.shape)) * 4
+        item = int(np.prod(self.shape)) * self.dtype.itemsize
         buf = mmap.mmap(-1, SLOTS * self.batch_size * item)
-        self._slots = np.frombuffer(buf, np.float32).reshape(SLOTS, self.batch_size,
+        self._slots = np.frombuffer(buf, self.dtype).reshape(SLOTS, self.batch_size,
                                                              *self.shape)
         getattr(self.source, "share_before_fork", lambda: None)()  # optional (IngestSource)
         # fork: the source need not be picklable, and nothing is imported again
@@ -196,7 +198,7 @@ class IngestLoader:
                    self._slots[slot, :len(batch)])
 
     def _load_here(self, batch: list[Candidate]) -> tuple[list[Loaded], np.ndarray]:
-        images = np.zeros((len(batch), *self.shape), np.float32)
+        images = np.zeros((len(batch), *self.shape), self.dtype)
         items = []
         for i, cand in enumerate(batch):
             try:

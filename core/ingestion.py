@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -106,13 +107,16 @@ def _dedupe(candidates: list[Candidate]) -> tuple[list[Candidate], list[tuple[st
 
 def run_ingest(source: IngestSource, out: Path, *, split_fractions=(0.8, 0.1, 0.1),
                split_seed: int = 0, batch_size: int = 256, strict: bool = False,
-               overwrite: bool = False, dtype: str = "float32",
+               overwrite: bool = False, dtype: str = "auto",
                workers: int | None = None) -> IngestSummary:
     """Ingest `source` into the store `out`, resuming a killed run's `<out>.partial`.
 
     Args:
         source: an opened survey input (`Survey.open`).
         out: the store folder to create.
+        dtype: the stored pixel type: "auto" (uint8 codes for a source whose pixels are
+            8-bit, `pixel_codes`; else float32), "float32", "float16" or "uint8". A resumed
+            store keeps the type it was started with.
         workers: decode processes for sources that allow it (`load_in_workers`); None
             means one per core, 0 or 1 decodes in this process.
 
@@ -145,8 +149,9 @@ def run_ingest(source: IngestSource, out: Path, *, split_fractions=(0.8, 0.1, 0.
     if not getattr(source, "load_in_workers", False):
         workers = 0
     shape = (len(source.bands), source.image_size, source.image_size)
-    loader = IngestLoader(source, shape, functools.partial(_load, dtype=dtype), workers,
-                          batch_size)
+    dtype = _stored_dtype(source, partial, dtype)
+    load_fn = _load_codes if dtype == "uint8" else functools.partial(_load, dtype=dtype)
+    loader = IngestLoader(source, shape, load_fn, workers, batch_size, dtype)
     loader.start()  # forked before the lock below, so no worker inherits the lock
     try:
         partial.mkdir()
@@ -172,6 +177,23 @@ def run_ingest(source: IngestSource, out: Path, *, split_fractions=(0.8, 0.1, 0.
     summary.out = out
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _stored_dtype(source: IngestSource, partial: Path, dtype: str) -> str:
+    """The pixel type to write: a resumed store's own (read before any lock, as the decode
+    workers are forked with it), else `dtype` with "auto" resolved for this source."""
+    meta = partial / "images" / "zarr.json"
+    if meta.exists():
+        try:
+            return str(json.loads(meta.read_text())["data_type"])
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged partial store is reported when it is opened
+    if dtype == "auto":
+        return "uint8" if source.pixel_codes else "float32"
+    if dtype == "uint8" and not source.pixel_codes:
+        raise UserError(f"--dtype uint8 keeps 8-bit pixels, but the {source.survey} input is "
+                        f"not 8-bit (e.g. FITS or PNG files); use --dtype auto or float32")
+    return dtype
 
 
 def _committed_rows(partial: Path) -> int:
@@ -243,6 +265,18 @@ def _ingest_locked(source, partial, candidates, dupes, created, fractions, split
     store.group.attrs["complete"] = True
     n_skipped = int(store.group.attrs["n_skipped"])
     return IngestSummary(partial, store.n, n_skipped, n_resumed, reasons, 0.0)
+
+
+def _load_codes(source: IngestSource, cand: Candidate, shape) -> tuple[np.ndarray, int]:
+    """`_load` for a uint8 store: the source's unscaled 8-bit pixels."""
+    result = source.load_codes(cand)
+    image, flags = result if isinstance(result, tuple) else (result, 0)
+    if image.shape != shape:
+        raise SkipObject(f"wrong shape: cutout is {image.shape}, expected {shape}")
+    if image.dtype != np.uint8:
+        raise SkipObject(f"not 8-bit: {image.dtype} pixels cannot go in a uint8 store; "
+                         f"ingest with --dtype float32")
+    return image, int(flags)
 
 
 def _load(source: IngestSource, cand: Candidate, shape,

@@ -1,12 +1,14 @@
 """The cutout store: one zarr v3 group per dataset.
 
 Layout (N = committed objects; arrays may be longer, rows past N are uncommitted garbage):
-  images (N, C, H, W) float32|float16, chunked along N
+  images (N, C, H, W) float32|float16|uint8, chunked along N; uint8 holds 8-bit source
+         pixels as decoded (attrs.pixel_encoding = "uint8-minmax-per-band"), scaled to
+         float32 on read exactly as the ingest would have scaled them (`minmax_per_band`)
   object_id, split (str) · ra, dec (float64) · label (int32, -1 unknown) · flags (int32 bits)
   skipped/object_id, skipped/reason (str): objects an ingest could not use, and why
   runs/<run_id>/<name>: per-run outputs (embeddings, probabilities)
   attrs: store_version, survey, bands, pixel_scale, psf_fwhm, class_names, normalization,
-         provenance, n_committed, n_skipped, complete
+         provenance, n_committed, n_skipped, complete, pixel_encoding (uint8 stores)
 
 A batch is committed by writing its rows first and bumping `n_committed` last. zarr's local
 store replaces files atomically, so a kill at any point leaves either the old or the new
@@ -23,11 +25,16 @@ from typing import Iterator
 
 import numpy as np
 import zarr
-from zarr.codecs import ZstdCodec
+from zarr.codecs import BloscCodec, ZstdCodec
 
 from .errors import UserError, disk_space
 
-STORE_VERSION = 1
+#: the newest layout this code reads. Version 2 adds uint8 pixel codes; float stores are still
+#: written as version 1, so older astrotransfer keeps reading them, while it refuses a uint8
+#: store (it would read the codes 0-255 as if they were scaled pixels)
+STORE_VERSION = 2
+#: how an 8-bit store's pixels become the float32 cutouts every reader gets
+UINT8_ENCODING = "uint8-minmax-per-band"
 SPLITS = ("train", "val", "test")
 PER_OBJECT = {"object_id": str, "ra": "float64", "dec": "float64", "label": "int32",
               "split": str, "flags": "int32"}
@@ -73,17 +80,26 @@ class CutoutStore:
         # "a", not "w": "w" deletes and recreates the folder, which would orphan the lock
         # a writer holds on it
         group = zarr.open_group(str(path), mode="a")
-        # zstd's fast level -1: 2x cheaper to write than the default level 3 for 20 % more
-        # disk (GZ1 cutouts); at level 3 compressing cost as much CPU as decoding the JPEGs
+        if np.dtype(dtype) == np.uint8:
+            # bit-shuffled LZ4: on GZ1 stamps 7.9 KB per 64-px object at 0.07 ms to write,
+            # against 17.7 KB and 0.22 ms for the float32 cutouts with zstd -1
+            # (docs/benchmarks.md, "Survey-scale throughput")
+            codec = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
+            attrs = {**attrs, "pixel_encoding": UINT8_ENCODING}
+        else:
+            # zstd's fast level -1: 2x cheaper to write than the default level 3 for 20 %
+            # more disk (GZ1); at level 3 compressing cost as much CPU as decoding the JPEGs
+            codec = ZstdCodec(level=-1)
         group.create_array("images", shape=(0, c, h, w), chunks=(chunk_n, c, h, w), dtype=dtype,
-                           compressors=ZstdCodec(level=-1))
+                           compressors=codec)
         for name, dt in PER_OBJECT.items():
             group.create_array(name, shape=(0,), chunks=(max(chunk_n, 4096),), dtype=dt)
         skipped = group.create_group("skipped")
         for name in ("object_id", "reason"):
             skipped.create_array(name, shape=(0,), chunks=(4096,), dtype=str)
         group.create_group("runs")
-        group.attrs.update({**attrs, "store_version": STORE_VERSION, "n_committed": 0,
+        version = 2 if np.dtype(dtype) == np.uint8 else 1  # the oldest reader that can read it
+        group.attrs.update({**attrs, "store_version": version, "n_committed": 0,
                             "n_skipped": 0, "complete": False})
         return cls(path, group)
 
@@ -108,6 +124,10 @@ class CutoutStore:
             if name not in group:
                 raise UserError(f"store {path} is missing its '{name}' array; it is damaged, "
                                 f"re-run the ingest into a new store")
+        if (group["images"].dtype == np.uint8) != (attrs.get("pixel_encoding") == UINT8_ENCODING):
+            raise UserError(f"store {path} has {group['images'].dtype} images with pixel "
+                            f"encoding {attrs.get('pixel_encoding')!r}, which do not go "
+                            f"together; it is damaged, re-run the ingest into a new store")
         return cls(path, group)
 
     # ---- facts ---------------------------------------------------------------------------
@@ -156,18 +176,34 @@ class CutoutStore:
         return rows
 
     def read_images(self, index: np.ndarray | slice) -> np.ndarray:
-        """Images for the given rows as float32. Sorted contiguous reads keep zarr efficient."""
+        """Images for the given rows as float32, whatever the stored type (uint8 codes are
+        scaled here, exactly as the ingest scales float cutouts). Sorted contiguous reads
+        keep zarr efficient.
+
+        Args:
+            index: row numbers (any order, repeats allowed) or a slice of rows.
+        Returns:
+            (len(index), C, H, W) float32.
+        Example:
+            >>> store.read_images(store.indices("test")[:8]).shape       # doctest: +SKIP
+            (8, 3, 64, 64)
+        """
         if isinstance(index, slice):
-            return np.asarray(self.images[index], dtype=np.float32)
+            return self._as_float(self.images[index])
         index = np.asarray(index)
         if index.size == 0:
             return np.zeros((0, *self.image_shape), np.float32)
         order = np.argsort(index)
         lo, hi = int(index[order[0]]), int(index[order[-1]]) + 1
         if hi - lo <= 4 * index.size:  # dense enough: one slab read beats many point reads
-            block = np.asarray(self.images[lo:hi], dtype=np.float32)
-            return block[index - lo]
-        return np.asarray(self.images.get_orthogonal_selection((index,)), dtype=np.float32)
+            return self._as_float(np.asarray(self.images[lo:hi])[index - lo])
+        return self._as_float(self.images.get_orthogonal_selection((index,)))
+
+    def _as_float(self, raw) -> np.ndarray:
+        raw = np.asarray(raw)
+        if raw.dtype == np.uint8:
+            return minmax_per_band(raw)
+        return np.asarray(raw, dtype=np.float32)
 
     def skipped(self) -> list[tuple[str, str]]:
         n = int(self.group.attrs.get("n_skipped", 0))
@@ -197,9 +233,16 @@ class CutoutStore:
 
     def _write_rows(self, n0: int, k: int, rows: dict[str, np.ndarray]) -> None:
         images = self.images
-        with np.errstate(over="ignore"):  # an overflow to inf is refused just below
-            pixels = np.asarray(rows["images"], dtype=images.dtype)
-        bad = ~np.isfinite(pixels).all(axis=tuple(range(1, pixels.ndim)))
+        if images.dtype == np.uint8:  # codes, never scaled floats: those would be truncated
+            pixels = np.asarray(rows["images"])
+            if pixels.dtype != np.uint8:
+                raise TypeError(f"store {self.path} holds uint8 pixel codes; got {pixels.dtype} "
+                                f"cutouts to commit")
+            bad = np.zeros(len(pixels), bool)  # integers are always finite
+        else:
+            with np.errstate(over="ignore"):  # an overflow to inf is refused just below
+                pixels = np.asarray(rows["images"], dtype=images.dtype)
+            bad = ~np.isfinite(pixels).all(axis=tuple(range(1, pixels.ndim)))
         if bad.any():  # refused at commit time, not found later by `store check`
             ids = np.asarray(rows["object_id"])[bad]
             raise UserError(f"store {self.path}: {int(bad.sum())} object(s) to commit have NaN "
@@ -231,6 +274,32 @@ class CutoutStore:
             shutil.rmtree(base / name)
         os.replace(base / tmp, base / name)
         return zarr.open_array(str(base / name), mode="r")
+
+
+def minmax_per_band(codes: np.ndarray) -> np.ndarray:
+    """8-bit cutouts scaled per object and band to [0, 1]: (x - min) / max(max - min, 1e-12).
+
+    The one definition of the `images` survey's scaling of 8-bit pixels, used when an ingest
+    scales a decoded stamp and when a uint8 store is read, so both give the same float32
+    bits: the same float32 operations in the same order, extremes taken on the 8-bit values
+    (exact in float32). A constant band becomes 0.
+
+    Args:
+        codes: (..., H, W) uint8; every leading index is one band of one object.
+    Returns:
+        float32 array of the same shape.
+    Example:
+        >>> minmax_per_band(np.array([[[[10, 20], [30, 50]]]], np.uint8))[0, 0].tolist()
+        [[0.0, 0.25], [0.5, 1.0]]
+    """
+    codes = np.asarray(codes)
+    planes = codes.reshape(*codes.shape[:-2], -1)
+    lo = planes.min(axis=-1, keepdims=True).astype(np.float32)
+    hi = planes.max(axis=-1, keepdims=True).astype(np.float32)
+    out = planes.astype(np.float32)
+    out -= lo
+    out /= np.maximum(hi - lo, 1e-12)
+    return out.reshape(codes.shape)
 
 
 def check_store(path: Path | str) -> dict:

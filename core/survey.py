@@ -67,12 +67,22 @@ class IngestSource:
     # file handles shared between calls, no order dependence): the ingest may then call it
     # in forked worker processes, one per core (`--workers`)
     load_in_workers: ClassVar[bool] = False
+    # True when every object's pixels are 8-bit codes that `load_codes` returns unscaled
+    # and `load` scales with `store.minmax_per_band`: the ingest then keeps the codes in a
+    # uint8 store (4x less to write, bit-identical float32 on read) unless --dtype says
+    # otherwise
+    pixel_codes: bool = False
 
     def candidates(self) -> list[Candidate]:
         raise NotImplementedError
 
     def load(self, candidate: Candidate) -> np.ndarray | tuple[np.ndarray, int]:
         """Return the (C, H, W) float32 cutout, optionally with flag bits; or raise SkipObject."""
+        raise NotImplementedError
+
+    def load_codes(self, candidate: Candidate) -> np.ndarray | tuple[np.ndarray, int]:
+        """The (C, H, W) uint8 pixels that `load` would scale (sources with `pixel_codes`),
+        optionally with flag bits; or raise SkipObject."""
         raise NotImplementedError
 
     def share_before_fork(self) -> None:

@@ -22,9 +22,10 @@ from astrotransfer.survey import Candidate, IngestSource, Option, Survey
 
 from .catalogs import parse_coords, read_table
 from .file_guards import unsafe_id_reason
-from .stamp_decode import FITS_SUFFIXES, decode_stamp, read_pixels as _read_pixels
+from .stamp_decode import FITS_SUFFIXES, decode_codes, decode_stamp, read_pixels as _read_pixels
 
-EXTENSIONS = (".jpeg", ".jpg", ".png", *FITS_SUFFIXES)
+JPEG_SUFFIXES = (".jpeg", ".jpg")
+EXTENSIONS = (*JPEG_SUFFIXES, ".png", *FITS_SUFFIXES)
 
 
 def parse_label_map(text: str | None) -> tuple[dict[str, int], list[str]]:
@@ -69,17 +70,28 @@ class ImagesSource(IngestSource):
         self._files = files
         self._candidates = candidates
         self._crop = crop
+        # baseline JPEG is 8-bit whatever it holds; a PNG may be 16-bit and FITS is float,
+        # so only an all-JPEG input is kept as 8-bit codes (found from the names, no I/O)
+        self.pixel_codes = all(c.payload.name.lower().endswith(JPEG_SUFFIXES)
+                               for c in candidates if isinstance(c.payload, Path))
 
     def candidates(self) -> list[Candidate]:
         return self._candidates
 
     def load(self, cand: Candidate) -> np.ndarray:
+        return decode_stamp(self._path(cand), self._crop, self.image_size, len(self.bands))
+
+    def load_codes(self, cand: Candidate) -> np.ndarray:
+        return decode_codes(self._path(cand), self._crop, self.image_size, len(self.bands))
+
+    @staticmethod
+    def _path(cand: Candidate) -> Path:
         path = cand.payload
         if isinstance(path, str):  # a catalog problem found by open(): the skip reason
             raise SkipObject(path)
         if path is None:
             raise SkipObject(f"missing file: no image named {cand.object_id}.<ext>")
-        return decode_stamp(path, self._crop, self.image_size, len(self.bands))
+        return path
 
 
 def _position_problems(table, ra_column: str, dec_column: str) -> list:

@@ -26,6 +26,7 @@ from astropy.io import fits
 from PIL import Image, UnidentifiedImageError
 
 from astrotransfer.errors import SkipObject
+from astrotransfer.store import minmax_per_band
 
 from .file_guards import check_fits_hdu, check_image_pixels
 
@@ -158,19 +159,42 @@ def scale_bands(out: np.ndarray) -> np.ndarray:
 
 def scale_uint8_bands(data: np.ndarray) -> np.ndarray:
     """`scale_bands` of 8-bit (H, W) or (H, W, C) pixels, bit for bit, at a fraction of
-    the cost: the same float32 operations, (x - min) / max(max - min, 1e-12) per band, but
-    on one contiguous band-major copy, in place, with the extremes taken on the 8-bit
-    pixels (exact in float32). `scale_bands` on the transposed float view spent most of its
-    time striding. 8-bit pixels are always finite, so no check is needed."""
+    the cost: the store's `minmax_per_band` (the same float32 operations on one contiguous
+    band-major copy, extremes taken on the 8-bit pixels). `scale_bands` on the transposed
+    float view spent most of its time striding. 8-bit pixels are always finite."""
+    return minmax_per_band(band_major(data))
+
+
+def band_major(data: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, C) pixels as a contiguous (C, H, W) copy, in their own type."""
     hwc = data[..., None] if data.ndim == 2 else data
-    h, w, c = hwc.shape
-    planes = np.ascontiguousarray(np.moveaxis(hwc, 2, 0)).reshape(c, h * w)
-    lo = planes.min(axis=1).astype(np.float32)[:, None]
-    hi = planes.max(axis=1).astype(np.float32)[:, None]
-    out = planes.astype(np.float32)
-    out -= lo
-    out /= np.maximum(hi - lo, 1e-12)
-    return out.reshape(c, h, w)
+    return np.ascontiguousarray(np.moveaxis(hwc, 2, 0))
+
+
+def decode_codes(path: Path, crop: int | None, size: int, n_bands: int) -> np.ndarray:
+    """The 8-bit (n_bands, size, size) pixels of a JPEG stamp, unscaled: what a uint8 store
+    keeps (`decode_stamp` of the same file is `minmax_per_band` of this, bit for bit).
+
+    Args:
+        path: a JPEG stamp (baseline JPEG is always 8-bit).
+        crop, size, n_bands: as for `decode_stamp`.
+    Returns:
+        uint8 array; raises SkipObject for corrupt files, a wrong band count, or a file
+        that is not 8-bit after all (e.g. a 16-bit PNG named .jpeg).
+    Example:
+        >>> decode_codes(Path("587722.jpeg"), 212, 64, 3).dtype       # doctest: +SKIP
+        dtype('uint8')
+    """
+    try:
+        data = decode_resized(path, crop, size)
+        _check_bands(1 if data.ndim == 2 else data.shape[2], n_bands, path)
+    except (SkipObject, Image.DecompressionBombError, OSError, UnidentifiedImageError,
+            ValueError, TypeError) as exc:
+        raise _as_skip(exc, path) from None
+    if data.dtype != np.uint8:
+        raise SkipObject(f"not 8-bit: {path.name} decodes to {data.dtype} pixels, which an "
+                         f"8-bit store cannot hold; ingest with --dtype float32")
+    return band_major(data)
 
 
 def _check_bands(have: int, want: int, path: Path) -> None:

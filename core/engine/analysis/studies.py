@@ -86,14 +86,18 @@ def crop_store(src: Path, dst: Path, size: int) -> Path:
         shutil.rmtree(dst)
     y0, x0 = (h - size) // 2, (w - size) // 2
     attrs = {k: v for k, v in store.attrs.items()
-             if k not in ("n_committed", "n_skipped", "complete", "store_version")}
+             if k not in ("n_committed", "n_skipped", "complete", "store_version",
+                          "pixel_encoding")}
     attrs["centre_crop"] = origin
-    out = CutoutStore.create(dst, attrs, (c, size, size), dtype=str(store.images.dtype))
+    # 8-bit codes are scaled over the whole stamp: a crop of them would rescale over the
+    # crop, so the crop keeps the scaled float32 pixels instead
+    dtype = "float32" if store.images.dtype == np.uint8 else str(store.images.dtype)
+    out = CutoutStore.create(dst, attrs, (c, size, size), dtype=dtype)
     step = store.images.chunks[0]
     for start in range(0, store.n, step):
         stop = min(store.n, start + step)
-        batch = {"images": np.asarray(store.images[start:stop])[:, :, y0:y0 + size,
-                                                                x0:x0 + size]}
+        batch = {"images": store.read_images(slice(start, stop))[:, :, y0:y0 + size,
+                                                                 x0:x0 + size]}
         for name in PER_OBJECT:
             values = np.asarray(store.group[name][start:stop])
             batch[name] = as_text(values) if values.dtype.kind in "OTU" else values
