@@ -122,7 +122,11 @@ def train_job(job: dict) -> dict:
     out = Path(cfg["out"])
     done = out.parent / f".{out.name}.result.json"
     if done.exists():
-        return {**json.loads(done.read_text()), "key": job["key"]}
+        result = json.loads(done.read_text())
+        if job.get("unseen") and "unseen" not in result["scores"]:  # scored after the fact
+            result["scores"]["unseen"] = unseen_scores(at.load_run(out), job, result)
+            done.write_text(json.dumps(result))
+        return {**result, "key": job["key"]}
     if out.exists() and not (out / "last.pt").exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
@@ -142,8 +146,33 @@ def train_job(job: dict) -> dict:
             seen = run.observe(store, split)
             result["scores"][name]["ece_spread"] = ece_spread(
                 seen["probs"], seen["labels"], result["scores"][name]["temperature"])
+    if job.get("unseen"):
+        result["scores"]["unseen"] = unseen_scores(run, job, result)
     done.write_text(json.dumps(result))
     return {**result, "key": job["key"]}
+
+
+def unseen_scores(run, job: dict, result: dict) -> dict:
+    """A small-data run scored on every labelled object of the full store it never saw
+    (`recipe_small.unseen_rows`), after the temperature fitted by its test evaluation."""
+    import numpy as np
+
+    import astrotransfer as at
+    from recipe_small import balanced_accuracy, ece_spread, unseen_rows
+
+    store, subset = job["unseen"]
+    seen = run.observe(store, "all")
+    keep = unseen_rows(at.open_store(store), at.open_store(subset), seen["rows"],
+                       seen["labels"])
+    probs, y = seen["probs"][keep], seen["labels"][keep]
+    temperature = result["scores"]["test"]["temperature"]
+    pred = probs.argmax(axis=1)  # a temperature never changes the winning class
+    return {"n": int(keep.sum()), "accuracy": float((pred == y).mean()),
+            "balanced": balanced_accuracy(y, pred), "temperature": temperature,
+            "ece_spread": ece_spread(probs, y, temperature),
+            # per object (one digit per class index), for the paired comparison of methods:
+            # the rows are the same for every run of one survey
+            "pred": "".join(map(str, pred.tolist())), "labels": "".join(map(str, y.tolist()))}
 
 
 def _slim(m: dict) -> dict:
@@ -277,6 +306,7 @@ def train_plan(p: dict, work: Path, data: Path) -> list[dict]:
             for method, opts in SMALL_METHODS.items():
                 jobs.append({"key": ["small", name, method, seed], "calibrate": True,
                              "ece_spread": method == SMALL_NEW,
+                             "unseen": (s[name], s[f"{name}_small"]),
                              "eval": {"test": (s[name], "test", 1)}, "cfg": dict(
                                  common, **opts, source=s[f"{name}_small"], seed=seed,
                                  out=str(work / "small" / name / _slug(method) / f"seed_{seed}"))})

@@ -70,3 +70,79 @@ def ece_spread(probs: np.ndarray, labels: np.ndarray, temperature: float | None,
             "boot_std": float(np.std(boot)), "boot_p16": float(np.percentile(boot, 16)),
             "boot_p84": float(np.percentile(boot, 84)), "floor_mean": float(np.mean(floor)),
             "floor_p84": float(np.percentile(floor, 84))}
+
+
+def unseen_rows(full_store, subset_store, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Which of `rows` (of the full store) a small-data run never saw: labelled, not in the
+    validation split (the temperature is fitted there), not among the subset's objects.
+
+    Why: the fixed test split has 479 (GZ1) or 377 (CEERS) objects, too few to resolve an
+    ECE of 0.05 or an accuracy difference of a point; the rest of the full store's train
+    split, minus the few hundred objects the run trained and validated on, is just as
+    untouched by the run and 8-9x larger.
+
+    Args:
+        full_store, subset_store: the opened stores (`astrotransfer.open_store`).
+        rows: row numbers of the full store; labels: their labels (-1 unknown).
+    Returns:
+        boolean mask over `rows`.
+    Example:
+        >>> keep = unseen_rows(full, small, seen["rows"], seen["labels"])   # doctest: +SKIP
+    """
+    used = set(map(str, subset_store.column("object_id")))
+    ids = full_store.column("object_id")[rows].tolist()  # zarr's strings: plain str here
+    split = full_store.column("split")[rows].tolist()
+    fresh = np.array([str(i) not in used and s != "val" for i, s in zip(ids, split)], bool)
+    return (np.asarray(labels) >= 0) & fresh
+
+
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean per-class recall over the classes present in `y` (scikit-learn's definition)."""
+    return float(np.mean([(pred[y == k] == k).mean() for k in np.unique(y)]))
+
+
+def paired_difference(pred_a: np.ndarray, pred_b: np.ndarray, y: np.ndarray,
+                      n_boot: int = 2000, seed: int = 0) -> dict:
+    """Accuracy and balanced accuracy of method A minus method B on the same objects, with
+    95 % intervals from two bootstraps: objects resampled (the same resample for both
+    methods, each method's seeds kept), and objects and seeds resampled.
+
+    Why both: the first says whether these particular runs differ beyond the luck of which
+    objects were scored; the second whether the *methods* do, counting that another seed
+    would have given another run (with 3 seeds a crude but honest allowance: seed-to-seed
+    spread is often larger than the difference between methods).
+
+    Args:
+        pred_a, pred_b: (seeds, N) predicted classes of each method's runs; every seed's
+            score is computed and the seeds averaged, per resample.
+        y: (N,) true classes.
+        n_boot: resamples; seed: their random seed.
+    Returns:
+        ``{"n", "accuracy": [diff, lo, hi], "balanced": [diff, lo, hi],
+        "accuracy_seeds": [diff, lo, hi], "balanced_seeds": [diff, lo, hi]}``.
+    Example:
+        >>> y = np.array([0, 1] * 50); a = np.stack([y]); b = np.stack([1 - y])
+        >>> paired_difference(a, b, y, n_boot=10)["accuracy"][0]
+        1.0
+    """
+    pred_a, pred_b, y = np.atleast_2d(pred_a), np.atleast_2d(pred_b), np.asarray(y)
+
+    def scores(idx: np.ndarray, sa: np.ndarray, sb: np.ndarray) -> tuple[float, float]:
+        acc = np.mean([(pred_a[i, idx] == y[idx]).mean() for i in sa]) - \
+            np.mean([(pred_b[i, idx] == y[idx]).mean() for i in sb])
+        bal = np.mean([balanced_accuracy(y[idx], pred_a[i, idx]) for i in sa]) - \
+            np.mean([balanced_accuracy(y[idx], pred_b[i, idx]) for i in sb])
+        return float(acc), float(bal)
+
+    rng = np.random.default_rng(seed)
+    n, all_a, all_b = len(y), np.arange(len(pred_a)), np.arange(len(pred_b))
+    point = scores(np.arange(n), all_a, all_b)
+    objects = np.array([scores(rng.integers(0, n, n), all_a, all_b) for _ in range(n_boot)])
+    both = np.array([scores(rng.integers(0, n, n), rng.choice(all_a, len(all_a)),
+                            rng.choice(all_b, len(all_b))) for _ in range(n_boot)])
+    out = {"n": int(n)}
+    for key, boot in (("", objects), ("_seeds", both)):
+        lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
+        out["accuracy" + key] = [point[0], float(lo[0]), float(hi[0])]
+        out["balanced" + key] = [point[1], float(lo[1]), float(hi[1])]
+    return out

@@ -18,7 +18,9 @@ in that epoch.
 Measured on the fixed test splits, 3 seeds (recipe.md (c)): CEERS 0.779 +- 0.014 (balanced
 0.675) against the probe's 0.772 (0.653) and the plain fine-tune's 0.746 (0.577); GZ1 0.836 +-
 0.002 (0.787) against 0.840 (0.799) and 0.820 (0.767): a tie with the probe on GZ1, where the
-best validation loss mostly fell in the probe stage.
+best validation loss mostly fell in the probe stage. On every labelled object the runs never
+saw (recipe.md (c'): 3,875 GZ1, 1,409 CEERS) LP-FT and the probe tie within the seeds'
+spread on both surveys; both beat the plain fine-tune by 2-3 points.
 
 Large sets keep the plain fine-tune: they get enough steps for the head to settle early, and
 recipe.md's full-size rows were measured with it.
