@@ -91,12 +91,7 @@ def decode_stamp(path: Path, crop: int | None, size: int, n_bands: int) -> np.nd
         pixels = read_pixels(path)
         _check_bands(pixels.shape[0], n_bands, path)
         return crop_resize_scale(pixels, crop, size)
-    try:
-        data = decode_resized(path, crop, size)
-        _check_bands(1 if data.ndim == 2 else data.shape[2], n_bands, path)
-    except (SkipObject, Image.DecompressionBombError, OSError, UnidentifiedImageError,
-            ValueError, TypeError) as exc:
-        raise _as_skip(exc, path) from None
+    data = _decode_checked(path, crop, size, n_bands)
     if data.dtype == np.uint8:
         return scale_uint8_bands(data)
     data = np.asarray(data, dtype=np.float32)
@@ -185,16 +180,22 @@ def decode_codes(path: Path, crop: int | None, size: int, n_bands: int) -> np.nd
         >>> decode_codes(Path("587722.jpeg"), 212, 64, 3).dtype       # doctest: +SKIP
         dtype('uint8')
     """
+    data = _decode_checked(path, crop, size, n_bands)
+    if data.dtype != np.uint8:
+        raise SkipObject(f"not 8-bit: {path.name} decodes to {data.dtype} pixels, which an "
+                         f"8-bit store cannot hold; ingest with --dtype float32")
+    return band_major(data)
+
+
+def _decode_checked(path: Path, crop: int | None, size: int, n_bands: int) -> np.ndarray:
+    """`decode_resized` with the band count checked and every failure a SkipObject."""
     try:
         data = decode_resized(path, crop, size)
         _check_bands(1 if data.ndim == 2 else data.shape[2], n_bands, path)
     except (SkipObject, Image.DecompressionBombError, OSError, UnidentifiedImageError,
             ValueError, TypeError) as exc:
         raise _as_skip(exc, path) from None
-    if data.dtype != np.uint8:
-        raise SkipObject(f"not 8-bit: {path.name} decodes to {data.dtype} pixels, which an "
-                         f"8-bit store cannot hold; ingest with --dtype float32")
-    return band_major(data)
+    return data
 
 
 def _check_bands(have: int, want: int, path: Path) -> None:
