@@ -20,8 +20,9 @@ COMMON = [
     Option("split_fractions", str, "0.8,0.1,0.1", "train,val,test fractions"),
     Option("split_seed", int, 0, "seed of the per-object split assignment"),
     Option("batch_size", int, 256, "objects per atomic commit"),
-    Option("dtype", str, "auto", "stored pixel type: auto (8-bit codes for JPEG stamps, "
-           "4x smaller, the same float32 on read; else float32), float32, float16, uint8"),
+    Option("dtype", str, "auto", "stored pixel type: auto (JPEG stamps as their 8-bit "
+           "pixels: half the disk, the same float32 on read; else float32), float32, "
+           "float16, uint8"),
     Option("strict", bool, False, "fail on the first unusable object instead of skipping it"),
     Option("overwrite", bool, False, "replace an existing store"),
     Option("workers", int, None, "decode processes for surveys that allow it [one per core]; "
