@@ -3,9 +3,10 @@
     .venv/bin/python tools/bench_ingest.py [--n-sim 1000] [--n-gz1 600] [--json out.json]
 
 The GZ1 images are read in place from ../shared/data/gz1_sdss (a catalog of the first
---n-gz1 rows is written to a temporary folder; the images are not copied). After the
-ingests, the sim SDSS store is read back in shuffled batches with `read_images`, to show
-what the read path delivers.
+--n-gz1 rows is written to a temporary folder; the images are not copied), twice: into the
+default store (their 8-bit pixels, uint8) and into a float32 one, with each store's disk
+per object. After the ingests, the sim SDSS store and both GZ1 stores are read back in
+shuffled batches with `read_images`, to show what the read path delivers.
 """
 from __future__ import annotations
 
@@ -30,18 +31,23 @@ def ingest_sim(out: Path, instrument: str, n: int, size: int) -> dict:
     return row
 
 
-def ingest_gz1(out: Path, data: Path, n: int, tmp: Path) -> dict:
+def ingest_gz1(out: Path, data: Path, n: int, tmp: Path, dtype: str = "auto") -> dict:
     import astrotransfer as at
 
     lines = (data / "labels.csv").read_text().splitlines()
     catalog = tmp / "labels.csv"
     catalog.write_text("\n".join(lines[:n + 1]) + "\n")
-    row = {"what": "gz1 sdss jpeg (423 px, crop 212, size 96)", "n": n}
+    row = {"what": f"gz1 sdss jpeg (423 px, crop 212, size 96, dtype {dtype})", "n": n}
     with timed(row):
-        summary = at.ingest(
+        store = at.ingest(
             "images", out, images=data / "images", catalog=catalog, id_column="objid",
             label_column="gz1_class", label_map="0=elliptical,1=spiral,2=spiral,3=spiral",
-            drop_unmapped=True, crop=212, size=96, survey_name="sdss-gz1").summary
+            drop_unmapped=True, crop=212, size=96, survey_name="sdss-gz1", dtype=dtype)
+    summary = store.summary
+    row["stored_dtype"] = str(store.images.dtype)
+    row["disk_kb_per_object"] = round(sum(
+        f.stat().st_size for f in (out / "images").rglob("*") if f.is_file())
+        / 1024 / summary.n_ingested, 1)
     row["stored"], row["skipped"] = summary.n_ingested, summary.n_skipped
     row["objects_per_s"] = round(n / row["seconds"], 1)
     return row
@@ -81,11 +87,16 @@ def main() -> None:
         for instrument in ("sdss", "des"):
             result["rows"].append(ingest_sim(tmp / f"{instrument}.zarr", instrument,
                                              args.n_sim, args.sim_size))
-        if args.gz1.exists():
-            result["rows"].append(ingest_gz1(tmp / "gz1.zarr", args.gz1, args.n_gz1, tmp))
+        gz1_stores = []
+        if args.gz1.exists():  # the default (8-bit JPEG pixels: a uint8 store) and float32
+            for dtype in ("auto", "float32"):
+                out = tmp / f"gz1_{dtype}.zarr"
+                result["rows"].append(ingest_gz1(out, args.gz1, args.n_gz1, tmp, dtype))
+                gz1_stores.append(out)
         else:
             result["note"] = f"{args.gz1} is absent: GZ1 rows skipped"
-        result["rows"].append(read_back(tmp / "sdss.zarr", args.passes))
+        for store in (tmp / "sdss.zarr", *gz1_stores):
+            result["rows"].append(read_back(store, args.passes))
     emit(result, args.json)
 
 
