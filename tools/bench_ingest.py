@@ -72,6 +72,22 @@ def read_back(store: Path, passes: int, batch_size: int = 64) -> dict:
     return row
 
 
+def read_sequential(store: Path, passes: int, block: int = 1024) -> dict:
+    """`passes` reads of the whole store in row order, `block` rows at a time (what
+    `predict` and `load_tensors` do)."""
+    import astrotransfer as at
+
+    opened = at.open_store(store)
+    row = {"what": f"read_images of {store.stem}, in order, blocks of {block}, {passes} passes",
+           "n": 0}
+    with timed(row):
+        for _ in range(passes):
+            for i in range(0, opened.n, block):
+                row["n"] += len(opened.read_images(slice(i, min(opened.n, i + block))))
+    row["objects_per_s"] = round(row["n"] / row["seconds"], 1)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-sim", type=int, default=1000)
@@ -97,6 +113,7 @@ def main() -> None:
             result["note"] = f"{args.gz1} is absent: GZ1 rows skipped"
         for store in (tmp / "sdss.zarr", *gz1_stores):
             result["rows"].append(read_back(store, args.passes))
+            result["rows"].append(read_sequential(store, args.passes))
     emit(result, args.json)
 
 
