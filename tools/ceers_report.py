@@ -317,8 +317,10 @@ def write_report(results, maps, choice, p, cmds, args, work: Path, times: dict) 
         f"**high-probability subset** (≥ 80 % of the votes agree): {hp_test} objects. "
         f"Unlabelled pool: {sizes['pool'].n} CEERS stamps. Backbone: EfficientNet-Lite0 with "
         f"ImageNet weights, the recipe the toolkit defaulted to when the study ran (layer-wise lr "
-        f"decay 0.7, cosine schedule; every other option at its default; nothing tuned; the "
-        f"defaults have since become no decay + plateau, row (a') being part of the evidence); {p['seeds']} seeds per "
+        f"decay 0.7, cosine schedule, plain fine-tuning; every other option at its default; "
+        f"nothing tuned; the defaults have since become no decay + plateau, row (a') being "
+        f"part of the evidence, and LP-FT for sets under 1,000 objects, docs/training.md); "
+        f"{p['seeds']} seeds per "
         f"row, mean ± std. Colour → one band: the engine's band policy trains the source on "
         f"the equal-weight mean of its bands (`band_policy: mean`, stored with each run).",
         "",
