@@ -267,25 +267,27 @@ def _ingest_locked(source, partial, candidates, dupes, created, fractions, split
     return IngestSummary(partial, store.n, n_skipped, n_resumed, reasons, 0.0)
 
 
-def _load_codes(source: IngestSource, cand: Candidate, shape) -> tuple[np.ndarray, int]:
-    """`_load` for a uint8 store: the source's unscaled 8-bit pixels."""
-    result = source.load_codes(cand)
+def _shaped(result, shape, dtype=None) -> tuple[np.ndarray, int]:
+    """A source's `load`/`load_codes` result as (image, flags), the image of `shape`."""
     image, flags = result if isinstance(result, tuple) else (result, 0)
+    image = np.asarray(image, dtype=dtype)
     if image.shape != shape:
         raise SkipObject(f"wrong shape: cutout is {image.shape}, expected {shape}")
+    return image, int(flags)
+
+
+def _load_codes(source: IngestSource, cand: Candidate, shape) -> tuple[np.ndarray, int]:
+    """`_load` for a uint8 store: the source's unscaled 8-bit pixels."""
+    image, flags = _shaped(source.load_codes(cand), shape)
     if image.dtype != np.uint8:
         raise SkipObject(f"not 8-bit: {image.dtype} pixels cannot go in a uint8 store; "
                          f"ingest with --dtype float32")
-    return image, int(flags)
+    return image, flags
 
 
 def _load(source: IngestSource, cand: Candidate, shape,
           dtype: str = "float32") -> tuple[np.ndarray, int]:
-    result = source.load(cand)
-    image, flags = result if isinstance(result, tuple) else (result, 0)
-    image = np.asarray(image, dtype=np.float32)
-    if image.shape != shape:
-        raise SkipObject(f"wrong shape: cutout is {image.shape}, expected {shape}")
+    image, flags = _shaped(source.load(cand), shape, np.float32)
     if not np.isfinite(image).all():
         raise SkipObject("non-finite pixels: NaN or inf left after loading")
     with np.errstate(over="ignore"):  # the overflow is what is being checked
@@ -293,4 +295,4 @@ def _load(source: IngestSource, cand: Candidate, shape,
     if not np.isfinite(narrowed).all():
         raise SkipObject(f"pixel values overflow the store's {dtype} (|value| up to "
                          f"{float(np.abs(image).max()):.3g}); ingest with --dtype float32")
-    return image, int(flags)
+    return image, flags

@@ -51,7 +51,7 @@ from astrotransfer.errors import SkipObject, UserError
 from astrotransfer.survey import FLAG_BAND_MISSING, FLAG_NAN_FILLED, FLAG_PADDED
 
 from .file_guards import stream_frame_problem
-from .frame_set import FrameSet
+from .frame_set import FrameSet, unit_vector
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".fits.fz", ".fits.gz", ".fit.gz",
                  ".fits.bz2", ".fit.bz2")
@@ -101,11 +101,6 @@ class Frame:
         return self.path.name
 
 
-def _unit(ra, dec) -> np.ndarray:
-    ra, dec = np.radians(ra), np.radians(dec)
-    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], -1)
-
-
 def _pick_hdu(hdul, extnames: tuple[str, ...]) -> int:
     for i, hdu in enumerate(hdul):
         if hdu.name.upper() in extnames and hdu.is_image and hdu.header.get("NAXIS") == 2:
@@ -145,7 +140,7 @@ def read_frame(path: Path, survey) -> Frame:
     try:
         xs = np.array([(nx - 1) / 2, -0.5, nx - 0.5, -0.5, nx - 0.5])
         ys = np.array([(ny - 1) / 2, -0.5, -0.5, ny - 0.5, ny - 0.5])
-        vec = _unit(*wcs.pixel_to_world_values(xs, ys))
+        vec = unit_vector(*wcs.pixel_to_world_values(xs, ys))
         if not np.all(np.isfinite(vec)):
             raise ValueError("no sky position for the frame corners")
     except Exception as exc:
@@ -225,7 +220,7 @@ def cut_band(frames: FrameSet, band: str, ra: float, dec: float, grid, opts) -> 
     """One band of one object, from the best frame that can serve it."""
     out_wcs, world, size, to_pixels = grid
     choices = []
-    for f in frames.near(band, _unit(ra, dec)):
+    for f in frames.near(band, unit_vector(ra, dec)):
         px, py = to_pixels(f)  # the stamp's pixels and the object's centre
         x, y, cx, cy = px[:-1], py[:-1], px[-1], py[-1]
         ny, nx = f.shape

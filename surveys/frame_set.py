@@ -87,9 +87,7 @@ class FrameSet:
         """Decompress, into the cache, the compressed frame of each band that covers
         (ra, dec), preferring frames tagged `tag`; plain frames are left lazy. Best effort:
         a frame that fails here fails again, with its reason, when an object is cut."""
-        ra_r, dec_r = np.radians(ra), np.radians(dec)
-        vec = np.array([np.cos(dec_r) * np.cos(ra_r), np.cos(dec_r) * np.sin(ra_r),
-                        np.sin(dec_r)])
+        vec = unit_vector(ra, dec)
         if not np.all(np.isfinite(vec)):
             return
         for band in bands:
@@ -130,11 +128,21 @@ class FrameSet:
         the `band` frame whose centre is nearest, so a frame is decompressed once."""
         if band not in self.by_band or len(ra) == 0:
             return np.arange(len(ra))
-        ra_r, dec_r = np.radians(np.asarray(ra, float)), np.radians(np.asarray(dec, float))
-        vec = np.stack([np.cos(dec_r) * np.cos(ra_r), np.cos(dec_r) * np.sin(ra_r),
-                        np.sin(dec_r)], axis=1)
+        vec = unit_vector(np.asarray(ra, float), np.asarray(dec, float))
         nearest = np.argmax(np.nan_to_num(vec) @ self._vec[band].T, axis=1)
         return np.argsort(nearest, kind="stable")
+
+
+def unit_vector(ra, dec) -> np.ndarray:
+    """Unit vectors on the sphere for RA/Dec in degrees: shape (..., 3); what frame centres
+    and footprints are compared with (a dot product is the cosine of the separation).
+
+    Example:
+        >>> unit_vector(0.0, 90.0).round(6).tolist()
+        [0.0, 0.0, 1.0]
+    """
+    ra, dec = np.radians(ra), np.radians(dec)
+    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], -1)
 
 
 def _compressed(frame, hdu=None) -> bool:
