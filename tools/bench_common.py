@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +38,18 @@ def timed(box: dict, key: str = "seconds"):
     t0 = time.perf_counter()
     yield
     box[key] = round(time.perf_counter() - t0, 3)
+
+
+def add_round(result: dict, row: dict) -> None:
+    """Record one interleaved round and show it at once (a long benchmark shows progress)."""
+    result["rounds"].append(row)
+    print(row, file=sys.stderr, flush=True)
+
+
+def emit_rounds(result: dict, ratio: str, summary: str, json_path: str | None) -> None:
+    """`emit` with `result[summary]` set to the median over rounds of each round's `ratio`."""
+    result[summary] = statistics.median(row[ratio] for row in result["rounds"])
+    emit(result, json_path)
 
 
 def emit(result: dict, json_path: str | None) -> None:

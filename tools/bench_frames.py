@@ -20,7 +20,6 @@ import argparse
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from bench_common import emit, machine  # noqa: E402
+from bench_common import add_round, emit_rounds, machine  # noqa: E402
 from bench_ingest_images import export_baseline  # noqa: E402
 
 TIME = Path("/usr/bin/time")
@@ -124,10 +123,8 @@ def main() -> None:
                 src, cat = runs[name]
                 row[name] = ingest(src, frames, cat, tmp / f"{name}{r}.zarr")
             row["speedup"] = round(row["new"]["objects_per_s"] / row["old"]["objects_per_s"], 2)
-            result["rounds"].append(row)
-            print(row, file=sys.stderr, flush=True)
-    result["speedup"] = statistics.median(x["speedup"] for x in result["rounds"])
-    emit(result, args.json)
+            add_round(result, row)
+    emit_rounds(result, "speedup", "speedup", args.json)
 
 
 if __name__ == "__main__":

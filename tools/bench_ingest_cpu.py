@@ -19,7 +19,6 @@ import argparse
 import os
 import resource
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import numpy as np  # noqa: E402
 
 import astrotransfer as at  # noqa: E402
-from bench_common import emit, machine  # noqa: E402
+from bench_common import add_round, emit_rounds, machine  # noqa: E402
 from bench_ingest_images import CROP, MAP, SIZE, bare_loop, stamp_farm  # noqa: E402
 
 
@@ -103,10 +102,8 @@ def main() -> None:
             total = row["new"]["main_cpu_ms_per_object"] + row["new"]["workers_cpu_ms_per_object"]
             row["new"]["cpu_ms_per_object"] = round(total, 3)
             row["bare_cpu_share"] = round(row["bare"]["cpu_ms_per_object"] / total, 3)
-            result["rounds"].append(row)
-            print(row, file=sys.stderr, flush=True)
-    result["median_bare_cpu_share"] = statistics.median(x["bare_cpu_share"] for x in result["rounds"])
-    emit(result, args.json)
+            add_round(result, row)
+    emit_rounds(result, "bare_cpu_share", "median_bare_cpu_share", args.json)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ import multiprocessing
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -46,7 +45,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from bench_common import emit, machine  # noqa: E402
+from bench_common import add_round, emit_rounds, machine  # noqa: E402
 
 CROP, SIZE = 212, 64
 MAP = "0=elliptical,1=spiral,2=spiral,3=spiral"
@@ -183,10 +182,8 @@ def main() -> None:
                 for k in ("old", "old_omp1"):
                     row[f"new_vs_{k}"] = round(row["new"]["objects_per_s"]
                                                / row[k]["objects_per_s"], 2)
-            result["rounds"].append(row)
-            print(row, file=sys.stderr, flush=True)
-    result["median_new_vs_bare"] = statistics.median(x["new_vs_bare"] for x in result["rounds"])
-    emit(result, args.json)
+            add_round(result, row)
+    emit_rounds(result, "new_vs_bare", "median_new_vs_bare", args.json)
 
 
 if __name__ == "__main__":
