@@ -87,6 +87,9 @@ class CutoutStore:
             codec = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
             attrs = {**attrs, "pixel_encoding": UINT8_ENCODING}
         else:
+            # the encoding follows the dtype written here, never attrs copied from another
+            # store: float pixels copied out of a uint8 store are already scaled
+            attrs = {k: v for k, v in attrs.items() if k != "pixel_encoding"}
             # zstd's fast level -1: 2x cheaper to write than the default level 3 for 20 %
             # more disk (GZ1); at level 3 compressing cost as much CPU as decoding the JPEGs
             codec = ZstdCodec(level=-1)

@@ -5,7 +5,6 @@ high-probability test set, and the LEGUS NGC 1566 cluster catalog used by Wei et
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,25 +13,22 @@ import pytest
 from astrotransfer.plugins.crossmatch import run_crossmatch
 from astrotransfer.surveys.catalogs import (LEGUS_COLUMNS, crossmatch, galaxy_zoo_labels,
                                             legus_labels, load_positions, read_table)
+from conftest import shared_data
 
 pytestmark = pytest.mark.realdata
 
-SHARED = Path(os.environ.get("ASTROTRANSFER_SHARED_DATA",
-                             Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-HP = SHARED / "catalogs" / "des_sdss_hp_crossmatch.csv"
-LEGUS = SHARED / "catalogs" / "legus_ngc1566_clusters.tab"
+
+def hp_path() -> Path:
+    return shared_data("catalogs", "des_sdss_hp_crossmatch.csv")
 
 
-def _need(path: Path) -> Path:
-    if not path.is_file():
-        pytest.skip(f"real data {path} is absent: put the shared data beside the project "
-                    f"(../shared/data) or point ASTROTRANSFER_SHARED_DATA at it")
-    return path
+def legus_path() -> Path:
+    return shared_data("catalogs", "legus_ngc1566_clusters.tab")
 
 
 @pytest.fixture(scope="module")
 def hp():
-    return read_table(_need(HP))
+    return read_table(hp_path())
 
 
 def test_sdss_and_des_positions_match_within_one_arcsec(hp):
@@ -45,8 +41,8 @@ def test_sdss_and_des_positions_match_within_one_arcsec(hp):
 
 
 def test_crossmatch_command_on_one_file_with_two_column_pairs(tmp_path):
-    s = run_crossmatch(_need(HP), HP, "1arcsec", tmp_path / "m.parquet", ra_a="ra", dec_a="dec",
-                       ra_b="RA_des", dec_b="DEC_des")
+    s = run_crossmatch(hp_path(), hp_path(), "1arcsec", tmp_path / "m.parquet", ra_a="ra",
+                       dec_a="dec", ra_b="RA_des", dec_b="DEC_des")
     assert s["matched"] == 1066
     out = read_table(tmp_path / "m.parquet")
     assert len(out) == 1066 and "separation_arcsec" in out.colnames
@@ -54,7 +50,7 @@ def test_crossmatch_command_on_one_file_with_two_column_pairs(tmp_path):
 
 def test_sexagesimal_sdss_positions_parse(hp):
     """RA_sdss/DEC_sdss are sexagesimal strings for the same galaxies as ra/dec in degrees."""
-    pos = load_positions(HP, "SDSS_OBJID", "RA_sdss", "DEC_sdss", table=hp)
+    pos = load_positions(hp_path(), "SDSS_OBJID", "RA_sdss", "DEC_sdss", table=hp)
     assert pos.usable.all()
     dra = (pos.ra - np.asarray(hp["ra"]) + 180) % 360 - 180
     assert np.max(np.abs(dra * np.cos(np.radians(pos.dec)))) * 3600 < 1.0
@@ -83,7 +79,7 @@ def test_high_probability_labels_reproduce_khan_table_1(hp):
 
 
 def test_legus_ngc1566_catalog_parses_with_visual_classes():
-    t = read_table(_need(LEGUS))
+    t = read_table(legus_path())
     assert len(t) == 2752 and len(t.colnames) >= 34
     classes = np.asarray(t[LEGUS_COLUMNS["class"]])
     counts = {c: int((classes == c).sum()) for c in range(5)}
@@ -91,8 +87,8 @@ def test_legus_ngc1566_catalog_parses_with_visual_classes():
     labels = legus_labels(t[LEGUS_COLUMNS["class"]])
     assert np.bincount(labels[labels >= 0]).tolist() == [477, 404, 692, 878]
     assert (labels == -1).sum() == 301
-    pos = load_positions(LEGUS, LEGUS_COLUMNS["id"], LEGUS_COLUMNS["ra"], LEGUS_COLUMNS["dec"],
-                         table=t)
+    pos = load_positions(legus_path(), LEGUS_COLUMNS["id"], LEGUS_COLUMNS["ra"],
+                         LEGUS_COLUMNS["dec"], table=t)
     assert pos.usable.all()
     # NGC 1566 lies at RA 65.0, Dec -54.9
     assert abs(np.median(pos.ra) - 65.0) < 0.1 and abs(np.median(pos.dec) + 54.94) < 0.1

@@ -125,6 +125,25 @@ def test_centre_crop_of_a_uint8_store_crops_the_scaled_pixels(tmp_path):
     assert_bits_equal(cropped.read_images(slice(0, cropped.n)), want, "centre crop")
 
 
+def test_a_float_copy_of_a_uint8_store_drops_the_encoding_it_copied(tmp_path):
+    """tools/bench_gpu.py builds its float16 predict store from a uint8 store's attrs: the
+    copy holds scaled pixels, so it must not say its pixels are 8-bit codes (CI caught the
+    copy refused as damaged when the real GZ1 stamps were beside the checkout)."""
+    folder = write_jpeg_folder(tmp_path / "jpegs", 12)
+    src = CutoutStore.open(run_ingest(open_images(folder), tmp_path / "a.zarr", workers=0).out)
+    assert src.attrs["pixel_encoding"] == UINT8_ENCODING
+    pixels = src.read_images(slice(0, src.n))
+    copy = CutoutStore.create(tmp_path / "h.zarr", dict(src.attrs), src.image_shape,
+                              dtype="float16")
+    copy.commit({"images": pixels.astype(np.float16),
+                 "object_id": np.array([f"r{i}" for i in range(src.n)])})
+    reopened = CutoutStore.open(copy.path)
+    assert "pixel_encoding" not in reopened.attrs and reopened.images.dtype == np.float16
+    assert_bits_equal(reopened.read_images(slice(0, src.n)),
+                      pixels.astype(np.float16).astype(np.float32),
+                      "float16 copy of a uint8 store")
+
+
 @pytest.mark.parametrize("survey", ["gz1_sdss", "jwst_ceers"])
 def test_real_stamps_read_back_bit_for_bit_from_half_the_disk(tmp_path, survey):
     """The claim on real images: GZ1's colour SDSS JPEGs and CEERS's greyscale NIRCam

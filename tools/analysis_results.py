@@ -31,8 +31,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-GZ1 = DATA / "gz1_sdss"
+sys.path.insert(0, str(ROOT / "tools"))
+
+from bench_common import SHARED_DATA  # noqa: E402
+GZ1 = SHARED_DATA / "gz1_sdss"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 BEGIN, END = "<!-- observations:begin -->", "<!-- observations:end -->"
 REUSED: list[str] = []  # stores/runs found in --work from an earlier invocation

@@ -1,6 +1,9 @@
-"""Shared helpers of the tools/bench_*.py scripts: machine description and result output.
+"""Shared helpers of the tools/ scripts: where the real data is, machine description and
+result output.
 
-Every benchmark prints one JSON document (and writes it with --json FILE) that starts with
+Every tool reads the real data from SHARED_DATA: ../shared/data beside the project, or the
+folder ASTROTRANSFER_SHARED_DATA names (the test suite's variable too, so a tool run by a
+test reads what the test skips on). Every benchmark prints one JSON document (and writes it with --json FILE) that starts with
 the machine it ran on and the load average around the measurement, because numbers taken
 on a shared machine mean little without it.
 """
@@ -14,6 +17,9 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+SHARED_DATA = Path(os.environ.get("ASTROTRANSFER_SHARED_DATA",
+                                  Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def machine() -> dict:

@@ -31,9 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from bench_common import machine  # noqa: E402
+from bench_common import SHARED_DATA, machine  # noqa: E402
 
-GZ1 = ROOT.parent / "shared" / "data" / "gz1_sdss"
+GZ1 = SHARED_DATA / "gz1_sdss"
 MAP = "0=elliptical,1=spiral,2=spiral,3=spiral"
 
 

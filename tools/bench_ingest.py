@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from bench_common import emit, machine, timed  # noqa: E402
+from bench_common import SHARED_DATA, emit, machine, timed  # noqa: E402
 
 
 def ingest_sim(out: Path, instrument: str, n: int, size: int) -> dict:
@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--n-sim", type=int, default=1000)
     ap.add_argument("--sim-size", type=int, default=64)
     ap.add_argument("--n-gz1", type=int, default=600)
-    ap.add_argument("--gz1", type=Path, default=ROOT.parent / "shared" / "data" / "gz1_sdss")
+    ap.add_argument("--gz1", type=Path, default=SHARED_DATA / "gz1_sdss")
     ap.add_argument("--passes", type=int, default=5, help="read passes over the sim store")
     ap.add_argument("--json")
     args = ap.parse_args()

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import numpy as np  # noqa: E402
 
 import astrotransfer as at  # noqa: E402
-from bench_common import add_round, emit_rounds, machine  # noqa: E402
+from bench_common import SHARED_DATA, add_round, emit_rounds, machine  # noqa: E402
 from bench_ingest_images import CROP, MAP, SIZE, bare_loop, stamp_farm  # noqa: E402
 
 
@@ -60,7 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=4800)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--gz1", type=Path, default=ROOT.parent / "shared" / "data" / "gz1_sdss")
+    ap.add_argument("--gz1", type=Path, default=SHARED_DATA / "gz1_sdss")
     ap.add_argument("--json")
     args = ap.parse_args()
     if not args.gz1.exists():

@@ -45,7 +45,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from bench_common import add_round, emit_rounds, machine  # noqa: E402
+from bench_common import SHARED_DATA, add_round, emit_rounds, machine  # noqa: E402
 
 CROP, SIZE = 212, 64
 MAP = "0=elliptical,1=spiral,2=spiral,3=spiral"
@@ -146,7 +146,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--baseline", default="8e841d7", help="commit of the old ingest")
     ap.add_argument("--no-old", action="store_true", help="skip the old code (ratio to bare only)")
-    ap.add_argument("--gz1", type=Path, default=ROOT.parent / "shared" / "data" / "gz1_sdss")
+    ap.add_argument("--gz1", type=Path, default=SHARED_DATA / "gz1_sdss")
     ap.add_argument("--json")
     args = ap.parse_args()
     if not args.gz1.exists():

@@ -43,6 +43,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported, here 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+from bench_common import SHARED_DATA  # noqa: E402
 ADAPTERS = ("mmd", "dann", "coral", "mmd+fisher+entropy")
 SELECT_SCORE = "dev"  # `astrotransfer rank`'s default score
 RECIPE_CHECK = "zero-shot, no layer decay, plateau"
@@ -267,7 +270,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "ceers")
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--data", type=Path, default=SHARED_DATA)
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "results")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()

@@ -13,7 +13,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GZ1 = ROOT.parent / "shared" / "data" / "gz1_sdss"
+sys.path.insert(0, str(ROOT / "tools"))
+
+from bench_common import SHARED_DATA  # noqa: E402
+GZ1 = SHARED_DATA / "gz1_sdss"
 
 
 def cli(*args) -> None:

@@ -37,6 +37,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported, here 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+from bench_common import SHARED_DATA  # noqa: E402
 
 #: the v0.1 defaults, as options of today's engine
 OLD = dict(head_init="timm", layer_decay=1.0, scheduler="plateau", label_smoothing=0.0,
@@ -401,7 +404,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "recipe")
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--data", type=Path, default=SHARED_DATA)
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "results")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--max-minutes", type=float, default=None,

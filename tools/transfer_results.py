@@ -35,6 +35,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network: do not wait on hub p
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
+from bench_common import SHARED_DATA  # noqa: E402
+
 SIM_METHODS = {  # label -> train options
     "finetune": {"adapt": "finetune"},
     "mmd": {"adapt": "mmd"},
@@ -219,8 +221,7 @@ def main(argv=None) -> int:
                     help="run directories and stores [$TMPDIR/astrotransfer-transfer-results]")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results",
                     help="where transfer.md, its PNGs and transfer.json go")
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get(
-        "ASTROTRANSFER_SHARED_DATA", ROOT.parent / "shared" / "data")))
+    ap.add_argument("--data", type=Path, default=SHARED_DATA)
     ap.add_argument("--workers", type=int, default=2, help="parallel single-thread runs")
     ap.add_argument("--keep", action="store_true",
                     help="reuse finished stores and runs in --work instead of starting afresh")

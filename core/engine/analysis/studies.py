@@ -86,8 +86,7 @@ def crop_store(src: Path, dst: Path, size: int) -> Path:
         shutil.rmtree(dst)
     y0, x0 = (h - size) // 2, (w - size) // 2
     attrs = {k: v for k, v in store.attrs.items()
-             if k not in ("n_committed", "n_skipped", "complete", "store_version",
-                          "pixel_encoding")}
+             if k not in ("n_committed", "n_skipped", "complete", "store_version")}
     attrs["centre_crop"] = origin
     # 8-bit codes are scaled over the whole stamp: a crop of them would rescale over the
     # crop, so the crop keeps the scaled float32 pixels instead
