@@ -24,6 +24,7 @@ from .errors import UserError  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 
 _API = ("ingest", "train", "load_run", "open_store", "list_plugins", "aggregate_metrics",
+        "label_errors",
         "augmentation", "rank", "crop_study", "select", "choose", "label_page", "store_labels",
         "FrozenHead", "Run", "CutoutStore", "TrainConfig")
 

@@ -191,6 +191,30 @@ def aggregate_metrics(metrics: list[dict]) -> dict:
     return aggregate(metrics)
 
 
+def label_errors(labels, probs) -> dict:
+    """Estimate how many of `labels` a model contradicts with confidence (confident
+    learning, Northcutt et al. 2021): what `evaluate` reports as "labels the model
+    contradicts", on arrays.
+
+    Args:
+        labels: (N,) given class indices (e.g. Galaxy Zoo's majority answer).
+        probs: (N, K) probabilities from a model that never trained on these objects.
+
+    Returns:
+        ``{"error_rate", "ambiguous", "joint", "counts", "thresholds", "issues",
+        "issue_classes", "n"}``: the estimated share of wrong labels, the share of objects
+        the model is unsure of (counted as neither), and the suspects' indices, most
+        confident first, with the class the model gives them.
+
+    Example:
+        >>> est = label_errors(store_labels, run.predict_array(images))  # doctest: +SKIP
+        >>> est["error_rate"], est["issues"][:10]                        # doctest: +SKIP
+    """
+    from .engine.evaluation.label_noise import confident_joint
+
+    return confident_joint(labels, probs)
+
+
 def augmentation(names: str | list[str] = "flip,rotate,shift,zoom"):
     """The training augmentation `train --augment NAMES` uses, to look at or reuse.
 

@@ -83,6 +83,15 @@ def test_evaluate_has_calibration_and_label_free_blocks(runs, sim_pair):
     report = Path(m["report_dir"])
     html = (report / "report.html").read_text()
     assert "Calibration (temperature scaling)" in html and "Label-free scores" in html
+    # the labels the run contradicts, named by id, on objects it never trained on
+    le = m["label_errors"]
+    assert le["n"] == m["n"] and not le["in_sample"] and 0 <= le["error_rate"] < 1
+    ids = set(CutoutStore.open(sim_pair[1]).column("object_id"))
+    assert len(le["suspects"]) == min(20, le["n_issues"])
+    assert all(s["object_id"] in ids and s["label"] != s["model_class"] for s in le["suspects"])
+    assert "Labels the model contradicts" in html
+    assert evaluate_run(runs[0], sim_pair[1], split="train", report=False)[
+        "label_errors"]["in_sample"]
     for png in ("roc.png", "confusion.png", "accuracy_vs_confidence.png", "entropy.png",
                 "per_class_accuracy.png", "reliability.png"):
         assert (report / png).stat().st_size > 1000, png
@@ -130,6 +139,7 @@ def test_seed_directory_is_evaluated_as_an_ensemble(runs, sim_pair, tmp_path):
     ens = (per_seed[0][1] + per_seed[1][1]) / 2
     assert m["ensemble"]["accuracy"] == pytest.approx(float((ens.argmax(1) == y).mean()))
     assert "temperature" in m["ensemble"]["calibration"]
+    assert m["ensemble"]["label_errors"]["n"] == m["ensemble"]["n"]
     out = Path(m["report_dir"])
     assert (out / "report.html").exists() and (out / "ensemble" / "reliability.png").exists()
     assert (parent / "seed_1" / "metrics.json").exists()  # each seed keeps its own

@@ -91,7 +91,7 @@ def test_public_names_are_lazy_and_documented():
     assert proc.returncode == 0 and "lazy" in proc.stdout, proc.stderr
     public = [at.ingest, at.train, at.load_run, at.open_store, at.list_plugins,
               at.Run.evaluate, at.Run.predict, at.Run.predict_array, at.Run.features_array,
-              at.Run.embed]
+              at.Run.embed, at.label_errors]
     for fn in public:
         doc = fn.__doc__ or ""
         assert "Args:" in doc and "Returns:" in doc and "Example:" in doc, fn.__qualname__

@@ -113,6 +113,7 @@ def evaluate_one(run_path: Path, data: Path, split: str = "test", report: bool =
     if len(lab.labels):
         from .metrics import compute_metrics
         metrics = compute_metrics(lab.labels, lab.probs, names)
+        metrics["label_errors"] = _label_errors(store, lab, names, split)
     else:
         from .metrics import entropy_summary
         metrics = {"n": 0, "n_classes": len(names), "class_names": names,
@@ -138,6 +139,15 @@ def evaluate_one(run_path: Path, data: Path, split: str = "test", report: bool =
         write_single_report(out_dir, metrics, target, run, info, store, data, split)
     metrics["report_dir"] = str(out_dir)
     return Evaluation(metrics, target, fit_probs, fit_y, fit_on, run.path, info)
+
+
+def _label_errors(store: CutoutStore, lab: Observed, names: list[str], split: str) -> dict:
+    """Labels the run contradicts with confidence; in-sample when it trained on the split."""
+    from .label_noise import label_errors_block
+
+    ids = store.column("object_id")[lab.rows]
+    return label_errors_block(lab.labels, lab.probs, ids, names,
+                              in_sample=split in ("train", "all"))
 
 
 def _write(run_path: Path, out_dir: Path, metrics: dict) -> None:
@@ -173,6 +183,8 @@ def evaluate_seeds(run_path: Path, seeds: list[Path], data: Path, split: str = "
     names = list(first.info["class_names"])
     ens = compute_metrics(lab.labels, lab.probs, names) if len(lab.labels) else {
         "n": 0, "n_classes": len(names), "class_names": names}
+    if len(lab.labels):
+        ens["label_errors"] = _label_errors(CutoutStore.open(data), lab, names, split)
     fits = [e for e in evals if e.fit_probs is not None]
     same_fit = fits and all(len(e.fit_y) == len(fits[0].fit_y) for e in fits)
     fit_p = np.mean([e.fit_probs for e in fits], axis=0) if same_fit else None

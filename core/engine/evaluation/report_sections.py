@@ -62,6 +62,26 @@ def calibration_section(cal: dict) -> Section:
             ["data", "N", "ECE before", "ECE after", "NLL before", "NLL after"], rows, note)
 
 
+def label_errors_summary(le: dict) -> str:
+    """One line: how many labels the model contradicts with confidence, and how many of
+    the objects it is unsure about."""
+    text = (f"labels the model contradicts with confidence: {le['error_rate']:.1%} estimated "
+            f"({le['n_issues']} of {le['n']} flagged; confident learning), unsure on "
+            f"{le['ambiguous']:.0%}")
+    if le.get("in_sample"):
+        text += " — the run trained on these objects, so this is biased low"
+    return text
+
+
+def label_errors_section(le: dict) -> Section:
+    rows = [[s["object_id"], s["label"], s["model_class"], _num(s["p"], 3)]
+            for s in le["suspects"]]
+    note = (label_errors_summary(le) + ". Suspects, most confident first: look at them "
+            "before trusting the labels or the accuracy above; metrics.json lists them too.")
+    return ("Labels the model contradicts", ["object id", "label", "model says", "p"], rows,
+            note)
+
+
 def label_free_section(lf: dict, std: dict | None = None) -> Section:
     rows = []
     for key in ("entropy", "im", "mmd", "dev"):
@@ -128,6 +148,8 @@ def write_single_report(out_dir: Path, metrics: dict, target, run, info: dict, s
     config, provenance = _context(run, info, store.attrs, data)
     sections = [calibration_section(metrics["calibration"]),
                 label_free_section(metrics["label_free"])]
+    if metrics.get("label_errors"):
+        sections.append(label_errors_section(metrics["label_errors"]))
     lab = target.labelled()
     if len(lab.labels):
         cal = metrics["calibration"]
@@ -186,7 +208,9 @@ def write_seeds_report(out_dir: Path, metrics: dict, ens_target, evals, run_path
         _unlabelled_report(ens_dir, ens, ens_target.probs, f"{title}: ensemble of {n} seeds")
         _unlabelled_report(out_dir, ens, ens_target.probs, f"{title}: {n} seeds")
     add_sections(ens_dir, [calibration_section(ens["calibration"]),
-                           label_free_section(ens["label_free"])])
+                           label_free_section(ens["label_free"])]
+                 + ([label_errors_section(ens["label_errors"])] if ens.get("label_errors")
+                    else []))
     seed_head = ["seed run", "accuracy", "macro F1", "ECE", "T", "entropy", "IM", "MMD", "DEV"]
     seed_rows = [[r["seed_run"]] + [_num(r[k]) for k in ("accuracy", "macro_f1", "ece",
                                                          "temperature", "entropy", "im",
@@ -267,3 +291,5 @@ def _print_blocks(metrics: dict, console, prefix: str = "") -> None:
     console.print(_rich(head, rows, prefix + title + " (lower is better)"))
     if lf.get("reason") and not prefix:
         console.print(f"[yellow]note:[/] {lf['reason']}")
+    if metrics.get("label_errors"):
+        console.print(prefix + label_errors_summary(metrics["label_errors"]))
