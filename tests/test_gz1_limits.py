@@ -24,7 +24,7 @@ def _limits(base: Path, data: Path) -> subprocess.CompletedProcess:
 
 
 def test_quick_limits_page_runs_and_is_reused(tmp_path):
-    data = mini_shared_data(tmp_path / "shared", gz1_rows=500, ceers_rows=1, pool=0)
+    data = mini_shared_data(tmp_path / "shared", gz1_rows=500, ceers_rows=300, pool=0)
     first = _limits(tmp_path, data)
     assert first.returncode == 0, first.stderr[-3000:]
     docs = tmp_path / "docs"
@@ -41,6 +41,11 @@ def test_quick_limits_page_runs_and_is_reused(tmp_path):
     assert base["coverage"][0]["accuracy"] == pytest.approx(base["accuracy"])
     assert accs[-1] >= accs[0] - 1e-9
     assert 0 <= base["error_rate"] < 1 and 0 <= base["ambiguous"] <= 1
+    # (f): CEERS's vote counts behind each label, against what the estimate flags
+    assert "## (f) Does the estimate point at doubtful labels?" in page
+    ceers = summary["ceers"]
+    assert sum(b["n"] for b in ceers["bins"]) == ceers["n"] > 50
+    assert ceers["n_flagged"] == round(sum(b["n"] * b["flagged"] for b in ceers["bins"]))
     # a second call reuses every run and keeps what a person wrote about the sheet
     text = page.replace("_Write what the sheet shows here._", "Read by a person.")
     (docs / "gz1_limits_quick.md").write_text(text)
