@@ -336,7 +336,7 @@ def write_report(results, maps, choice, p, cmds, args, work: Path, times: dict) 
         "**Does any label-free adapter beat zero-shot beyond two standard errors?** "
         + adapter_answer,
         "",
-        f"Recursive rounds (accuracy per round, seed-wise): "
+        "Recursive rounds (accuracy per round, seed-wise): "
         + "; ".join(" → ".join(f"{r['accuracy']:.3f}" for r in rr) for rr in rec_rounds),
         "",
         f"![methods](ceers_methods{tag}.png)",

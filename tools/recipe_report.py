@@ -201,7 +201,7 @@ def plot_small(results, path: Path) -> None:
 
 
 def write_report(results: list[dict], p: dict, speed: dict, args, seconds: float) -> None:
-    from recipe_results import ABLATION, NEW
+    from recipe_results import ABLATION
 
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)

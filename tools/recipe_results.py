@@ -158,8 +158,6 @@ def train_job(job: dict) -> dict:
 def unseen_scores(run, job: dict, result: dict) -> dict:
     """A small-data run scored on every labelled object of the full store it never saw
     (`recipe_small.unseen_rows`), after the temperature fitted by its test evaluation."""
-    import numpy as np
-
     import astrotransfer as at
     from recipe_small import balanced_accuracy, ece_spread, unseen_rows
 

@@ -126,7 +126,7 @@ def sim_section(sim: dict, p: dict) -> list[str]:
                      f"{_fmt(row['target']['mean']['macro']['recall'], row['target']['std']['macro']['recall'])} |")
     if "recursive" in sim:
         for rd in sim["recursive"]["rounds"]:
-            (m, s, _), (pm, ps, _) = rd["target_test_accuracy"], rd["pseudo_label_accuracy"]
+            (m, s, _), (pm, _, _) = rd["target_test_accuracy"], rd["pseudo_label_accuracy"]
             extra = "" if rd["round"] == 0 else (f" (+{rd['n_pseudo']} pseudo-labels, "
                                                  f"{pm:.3f} correct)")
             lines.append(f"| recursive, round {rd['round']}{extra} | | {_fmt(m, s)} | "
