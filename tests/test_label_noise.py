@@ -51,6 +51,18 @@ def test_clean_labels_give_almost_no_errors_and_ambiguity_is_reported_apart():
     assert out["ambiguous"] == pytest.approx(unsure.mean()) and out["error_rate"] == 0.0
 
 
+def test_a_class_absent_from_the_labels_writes_valid_json():
+    import json
+
+    from astrotransfer.engine.evaluation.label_noise import label_errors_block
+
+    block = label_errors_block([0, 0, 0], np.array([[.9, .1], [.2, .8], [.7, .3]]),
+                               ["a", "b", "c"], ["E", "S"], in_sample=False)
+    assert block["thresholds"][1] is None
+    json.loads(json.dumps(block, allow_nan=False))  # strict JSON: no Infinity
+    assert block["n_issues"] == 0  # nothing can be confidently another, absent class
+
+
 def test_bad_shapes_and_labels_are_refused():
     with pytest.raises(ValueError, match="must be"):
         confident_joint([0, 1], np.zeros((3, 2)))

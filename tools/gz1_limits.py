@@ -70,25 +70,33 @@ def store_path(work: Path, crop: int, size: int) -> Path:
     return work / f"gz1_crop{crop}_{size}px.zarr"
 
 
+#: how each survey's folder is ingested (CEERS as docs/results/ceers.md ingests it)
+INGEST = {
+    "gz1": dict(folder="gz1_sdss", id_column="objid", label_column="gz1_class",
+                label_map=LABEL_MAP, survey_name="sdss-gz1"),
+    "ceers": dict(folder="jwst_ceers", id_column="id", label_column="label",
+                  label_map=CEERS_MAP, survey_name="jwst-ceers", split_fractions="0.6,0.2,0.2"),
+}
+
+
 def ingest_job(job: dict) -> str:
     import astrotransfer as at
 
     out = Path(job["out"])
     if (out / "zarr.json").exists() and at.open_store(out).attrs.get("complete"):
         return str(out)
-    if job.get("survey") == "ceers":  # as docs/results/ceers.md ingests it
-        ceers = Path(job["data"]) / "jwst_ceers"
-        at.ingest("images", out, images=ceers / "images", catalog=ceers / "labels.csv",
-                  id_column="id", label_column="label", label_map=CEERS_MAP,
-                  drop_unmapped=True, crop=job["crop"], size=job["size"],
-                  survey_name="jwst-ceers", split_fractions="0.6,0.2,0.2", workers=1)
-        return str(out)
-    gz1 = Path(job["data"]) / "gz1_sdss"
-    at.ingest("images", out, images=gz1 / "images", catalog=gz1 / "labels.csv",
-              id_column="objid", label_column="gz1_class", label_map=LABEL_MAP,
-              drop_unmapped=True, crop=job["crop"], size=job["size"],
-              survey_name="sdss-gz1", workers=1)
+    options = dict(INGEST[job.get("survey", "gz1")])
+    folder = Path(job["data"]) / options.pop("folder")
+    at.ingest("images", out, images=folder / "images", catalog=folder / "labels.csv",
+              drop_unmapped=True, crop=job["crop"], size=job["size"], workers=1, **options)
     return str(out)
+
+
+def labelled_rows(store, splits: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted rows of `splits` that carry a label, and their labels."""
+    rows = np.sort(np.concatenate([store.indices(s) for s in splits]))
+    y = store.column("label")[rows]
+    return rows[y >= 0], y[y >= 0]
 
 
 def train_job(job: dict) -> dict:
@@ -106,9 +114,7 @@ def train_job(job: dict) -> dict:
     store = at.open_store(job["store"])
     result = {"config": job["config"], "seed": job["seed"], "seconds": round(seconds, 1)}
     for split in ("val", "test"):
-        rows = store.indices(split)
-        y = store.column("label")[rows]
-        rows, y = rows[y >= 0], y[y >= 0]
+        rows, y = labelled_rows(store, (split,))
         p = run.predict_array(store.read_images(rows))
         result[split] = float((p.argmax(1) == y).mean())
         result[f"n_{split}"] = int(len(y))
@@ -124,9 +130,7 @@ def ensemble_job(job: dict) -> dict:
     if cache.exists():
         return json.loads(cache.read_text())
     store = at.open_store(job["store"])
-    rows = np.sort(np.concatenate([store.indices("val"), store.indices("test")]))
-    y = store.column("label")[rows]
-    rows, y = rows[y >= 0], y[y >= 0]
+    rows, y = labelled_rows(store, ("val", "test"))
     x = store.read_images(rows)
     probs = np.mean([at.load_run(r).predict_array(x, tta=job["tta"]) for r in job["runs"]], 0)
     out = {"object_id": [str(i) for i in store.column("object_id")[rows]],
@@ -139,7 +143,7 @@ def ensemble_job(job: dict) -> dict:
 # ---------------------------------------------------------------- analysis
 
 
-def test_ids(store: str) -> set[str]:
+def test_split_ids(store: str) -> set[str]:
     import astrotransfer as at
 
     st = at.open_store(store)
@@ -151,12 +155,12 @@ def gz1_leaves(data: Path) -> dict[str, int]:
         return {r["objid"]: int(r["gz1_class"]) for r in csv.DictReader(f)}
 
 
-def analyse(ens: dict, leaves: dict[str, int], test_ids: set[str]) -> dict:
+def analyse(ens: dict, leaves: dict[str, int], in_test: set[str]) -> dict:
     import astrotransfer as at
 
     y, p = np.asarray(ens["label"]), np.asarray(ens["probs"])
     pred, conf = p.argmax(1), p.max(1)
-    test = np.array([i in test_ids for i in ens["object_id"]])
+    test = np.array([i in in_test for i in ens["object_id"]])
     leaf = np.array([leaves[i] for i in ens["object_id"]])
     by_leaf = []
     for code, name in LEAVES.items():
@@ -193,7 +197,8 @@ def vote_check(ens: dict, data: Path) -> dict:
         votes = {r["id"]: r for r in csv.DictReader(f)}
     y, p = np.asarray(ens["label"]), np.asarray(ens["probs"])
     names = ens["class_names"]
-    column = {"elliptical": "n_smooth", "spiral": "n_featured"}
+    # the vote-count column of each class, from the label map the store was ingested with
+    column = {cls: f"n_{vote}" for vote, cls in (pair.split("=") for pair in CEERS_MAP.split(","))}
     n_for = np.array([float(votes[i][column[names[k]]]) for i, k in zip(ens["object_id"], y)])
     n_both = np.array([float(votes[i]["n_smooth"]) + float(votes[i]["n_featured"])
                        for i in ens["object_id"]])
@@ -295,9 +300,10 @@ def main() -> None:
                             / f"seed_{seed}")}
                 for cfg in plan["configs"] for seed in plan["seeds"]]
         results = []
-        for i, res in enumerate(pool.map(train_job, jobs + ceers_jobs), 1):
+        every = jobs + ceers_jobs
+        for i, res in enumerate(pool.map(train_job, every), 1):
             results.append(res)
-            print(f"[{i}/{len(jobs) + len(ceers_jobs)}] {config_name(res['config'])} seed {res['seed']}: "
+            print(f"[{i}/{len(every)}] {config_name(res['config'])} seed {res['seed']}: "
                   f"val {res['val']:.3f} test {res['test']:.3f} ({res['seconds']:.0f} s)",
                   flush=True)
         rows = config_rows([r for r in results if r["config"][0] != "ceers"], plan["configs"])
@@ -320,7 +326,7 @@ def main() -> None:
     import platform
 
     summary = {"configs": rows, "chosen": chosen, "baseline": baseline,
-               "analysis": {k: analyse(e, leaves, test_ids(ens_jobs[k]["store"]))
+               "analysis": {k: analyse(e, leaves, test_split_ids(ens_jobs[k]["store"]))
                             for k, e in ensembles.items() if k != "ceers"},
                "ceers": {**vote_check(ensembles["ceers"], args.data),
                          "val": [r["val"] for r in results if r["config"][0] == "ceers"],

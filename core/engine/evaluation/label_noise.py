@@ -105,5 +105,7 @@ def label_errors_block(labels, probs, object_ids, class_names: list[str], in_sam
     return {"method": "confident learning (Northcutt et al. 2021)", "n": out["n"],
             "error_rate": out["error_rate"], "ambiguous": out["ambiguous"],
             "n_issues": int(len(out["issues"])), "counts": out["counts"].tolist(),
-            "thresholds": [float(t) for t in out["thresholds"]], "in_sample": bool(in_sample),
+            # a class with no labelled object here has no threshold (null, not Infinity)
+            "thresholds": [float(t) if np.isfinite(t) else None for t in out["thresholds"]],
+            "in_sample": bool(in_sample),
             "suspects": suspects}
